@@ -1,0 +1,178 @@
+//! The registry's logic: images, repositories, tags, accounts and search over a [`BlobStore`],
+//! with no HTTP in sight. The server's handlers translate requests into calls here and
+//! [`RegistryError`]s into statuses (in `server::error`, the one place that does).
+//!
+//! State lives only in the store, so any number of server processes can share one store: the
+//! in-memory caches hold either immutable facts (a complete image never changes) or data that
+//! may be a few seconds stale by design (the search listing, API.md section 10).
+
+mod images;
+mod repos;
+mod users;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::names::{ImageId, NameError, Tag};
+use crate::storage::{BlobStore, StorageError};
+
+pub use images::{ImageMeta, LayerStream};
+pub use repos::TagRecord;
+pub use users::{Account, Role};
+
+/// Largest JSON document the registry stores or reads back (image json, lists, records).
+pub const MAX_JSON_BYTES: u64 = 1024 * 1024;
+
+/// What can go wrong in a registry operation; each variant has one HTTP status and message.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("Image not found")]
+    ImageNotFound,
+    #[error("Image is being uploaded, retry later")]
+    ImageInProgress,
+    #[error("Image already exists")]
+    ImageExists,
+    #[error("Image depends on a non existing parent")]
+    ParentMissing,
+    #[error("Invalid JSON")]
+    InvalidJson,
+    #[error("{0}")]
+    InvalidImageJson(&'static str),
+    #[error("Checksum mismatch")]
+    ChecksumMismatch,
+    #[error("Missing Image's checksum")]
+    ChecksumMissing,
+    #[error("Invalid checksum")]
+    ChecksumEmpty,
+    #[error("Image layer not uploaded yet")]
+    LayerMissing,
+    #[error("Cannot set this image checksum")]
+    CannotSetChecksum,
+    #[error("Layer is larger than the {limit}-byte limit")]
+    LayerTooLarge { limit: u64 },
+    #[error("Upload interrupted: {0}")]
+    UploadInterrupted(String),
+    #[error("Repository not found")]
+    RepoNotFound,
+    #[error("Tag not found")]
+    TagNotFound(Tag),
+    #[error("Invalid data")]
+    InvalidData,
+    #[error("{0}")]
+    InvalidName(#[from] NameError),
+    #[error("Username or email already exists")]
+    UserExists,
+    #[error("User not found")]
+    UserNotFound,
+    #[error("{0}")]
+    InvalidField(&'static str),
+    #[error("storage failure: {0}")]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> Self {
+        RegistryError::Storage(e)
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Settings of the registry logic.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Largest layer accepted, in bytes.
+    pub max_layer_size: u64,
+    /// How long a listing of all repositories may be served from memory.
+    pub listing_ttl: Duration,
+    /// The built-in administrator, if configured: `(name, password)`.
+    pub admin: Option<(crate::names::Username, String)>,
+    /// Whether `POST /v1/users` may create accounts.
+    pub signup: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_layer_size: 64 * 1024 * 1024 * 1024,
+            listing_ttl: Duration::from_secs(5),
+            admin: None,
+            signup: true,
+        }
+    }
+}
+
+/// The registry: cheap to clone, shared by every request.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn BlobStore>,
+    config: RegistryConfig,
+    /// Complete images never change, so their metadata is cached without expiry.
+    complete: Mutex<lru::LruCache<ImageId, Arc<ImageMeta>>>,
+    /// All repositories, for search and listings; refreshed after `listing_ttl`.
+    listing: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::names::RepoRef>>)>>,
+    users: users::CredentialCache,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn BlobStore>, config: RegistryConfig) -> Self {
+        let cap = std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN);
+        Registry {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                complete: Mutex::new(lru::LruCache::new(cap)),
+                listing: tokio::sync::Mutex::new(None),
+                users: users::CredentialCache::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+}
+
+/// Reads a small JSON object, mapping a missing one to `missing`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &dyn BlobStore,
+    key: &crate::storage::Key,
+    missing: impl FnOnce() -> RegistryError,
+) -> Result<T> {
+    let bytes = match store.get_bytes(key, MAX_JSON_BYTES).await {
+        Ok(b) => b,
+        Err(StorageError::NotFound) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        RegistryError::Storage(StorageError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("corrupt record {key}: {e}"),
+        )))
+    })
+}
+
+/// Whether an object exists.
+async fn exists(store: &dyn BlobStore, key: &crate::storage::Key) -> Result<bool> {
+    match store.head(key).await {
+        Ok(_) => Ok(true),
+        Err(StorageError::NotFound) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,304 @@
+//! Repositories: existence, image lists, tags, deletion, and the listing behind search.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::{Registry, RegistryError, Result, exists, now_unix, read_json};
+use crate::names::{ImageId, Namespace, RepoName, RepoRef, Tag};
+use crate::storage::{StorageError, keys};
+use crate::v1::{ImageEntry, SearchResult, TagInfo};
+
+/// How many small objects are read at once when a listing needs each of them.
+const READ_CONCURRENCY: usize = 32;
+
+/// The marker of an existing repository.
+#[derive(Debug, Serialize, Deserialize)]
+struct RepoRecord {
+    created: i64,
+    #[serde(default)]
+    description: String,
+}
+
+/// A stored tag: the image it names and the metadata of the push that set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub id: String,
+    #[serde(flatten)]
+    pub info: TagInfo,
+}
+
+impl Registry {
+    /// Whether a repository exists.
+    pub async fn repo_exists(&self, repo: &RepoRef) -> Result<bool> {
+        exists(self.store().as_ref(), &keys::repo_marker(repo)).await
+    }
+
+    async fn require_repo(&self, repo: &RepoRef) -> Result<()> {
+        if self.repo_exists(repo).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::RepoNotFound)
+        }
+    }
+
+    /// Creates a repository if it does not exist yet (a re-push keeps it).
+    pub async fn ensure_repo(&self, repo: &RepoRef) -> Result<()> {
+        if self.repo_exists(repo).await? {
+            return Ok(());
+        }
+        let record = RepoRecord {
+            created: now_unix(),
+            description: String::new(),
+        };
+        let record = serde_json::to_vec(&record).map_err(|_| RegistryError::InvalidData)?;
+        self.store()
+            .put(&keys::repo_marker(repo), Bytes::from(record))
+            .await?;
+        self.invalidate_listing().await;
+        Ok(())
+    }
+
+    /// Adds images to a repository's list ("you always add images, you never remove them");
+    /// an entry that already has a checksum keeps it. One object per image, so concurrent
+    /// pushes never drop each other's entries.
+    pub async fn merge_repo_images(&self, repo: &RepoRef, entries: &[ImageEntry]) -> Result<()> {
+        self.ensure_repo(repo).await?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            ids.push((entry.id.parse::<ImageId>()?, entry.checksum.clone()));
+        }
+        let store = self.store().clone();
+        futures::stream::iter(ids)
+            .map(|(id, checksum)| {
+                let store = store.clone();
+                async move {
+                    let key = keys::repo_image(repo, &id);
+                    let old: Option<ImageEntry> = match read_json(store.as_ref(), &key, || {
+                        RegistryError::ImageNotFound
+                    })
+                    .await
+                    {
+                        Ok(e) => Some(e),
+                        Err(RegistryError::ImageNotFound) => None,
+                        Err(e) => return Err(e),
+                    };
+                    let keep = match &old {
+                        Some(old) => old.checksum.is_some() || checksum.is_none(),
+                        None => false,
+                    };
+                    if keep {
+                        return Ok(());
+                    }
+                    let entry = ImageEntry {
+                        id: id.to_string(),
+                        checksum,
+                    };
+                    let body =
+                        serde_json::to_vec(&entry).map_err(|_| RegistryError::InvalidData)?;
+                    store.put(&key, Bytes::from(body)).await?;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// A repository's image list.
+    pub async fn repo_images(&self, repo: &RepoRef) -> Result<Vec<ImageEntry>> {
+        self.require_repo(repo).await?;
+        let store = self.store().clone();
+        let keys = store.list(&keys::repo_images(repo)).await?;
+        let mut entries: Vec<ImageEntry> = futures::stream::iter(keys)
+            .map(|key| {
+                let store = store.clone();
+                async move {
+                    match read_json::<ImageEntry>(store.as_ref(), &key, || {
+                        RegistryError::ImageNotFound
+                    })
+                    .await
+                    {
+                        Ok(e) => Ok(Some(e)),
+                        // Deleted between the listing and the read.
+                        Err(RegistryError::ImageNotFound) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_filter_map(|e| async move { Ok(e) })
+            .try_collect()
+            .await?;
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(entries)
+    }
+
+    /// Deletes a repository: its tags and image list, then the repository itself (last, so an
+    /// interrupted delete can simply be retried). Images stay: they are shared.
+    pub async fn delete_repo(&self, repo: &RepoRef) -> Result<()> {
+        self.require_repo(repo).await?;
+        let store = self.store().clone();
+        let marker = keys::repo_marker(repo);
+        let keys: Vec<_> = store
+            .list(&keys::repo_dir(repo))
+            .await?
+            .into_iter()
+            .filter(|k| *k != marker)
+            .collect();
+        futures::stream::iter(keys)
+            .map(|key| {
+                let store = store.clone();
+                async move { store.delete(&key).await }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        store.delete(&marker).await?;
+        self.invalidate_listing().await;
+        Ok(())
+    }
+
+    /// All tags of a repository, `tag -> image id`.
+    pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<String, String>> {
+        self.require_repo(repo).await?;
+        let store = self.store().clone();
+        let prefix = keys::repo_tags(repo);
+        let keys = store.list(&prefix).await?;
+        let pairs: Vec<(String, String)> = futures::stream::iter(keys)
+            .map(|key| {
+                let store = store.clone();
+                async move {
+                    let name = key.file_name().to_string();
+                    match read_json::<TagRecord>(store.as_ref(), &key, || {
+                        RegistryError::InvalidData
+                    })
+                    .await
+                    {
+                        Ok(t) => Ok(Some((name, t.id))),
+                        Err(RegistryError::InvalidData) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_filter_map(|p| async move { Ok(p) })
+            .try_collect()
+            .await?;
+        Ok(pairs.into_iter().collect())
+    }
+
+    /// One tag.
+    pub async fn tag(&self, repo: &RepoRef, tag: &Tag) -> Result<TagRecord> {
+        let record = read_json(self.store().as_ref(), &keys::repo_tag(repo, tag), || {
+            RegistryError::TagNotFound(tag.clone())
+        })
+        .await;
+        match record {
+            Err(RegistryError::TagNotFound(t)) => {
+                self.require_repo(repo).await?;
+                Err(RegistryError::TagNotFound(t))
+            }
+            other => other,
+        }
+    }
+
+    /// Points a tag at a complete image (last writer wins), creating the repository if needed.
+    pub async fn put_tag(
+        &self,
+        repo: &RepoRef,
+        tag: &Tag,
+        id: &ImageId,
+        user_agent: &str,
+    ) -> Result<()> {
+        self.image(id).await?;
+        self.ensure_repo(repo).await?;
+        let record = TagRecord {
+            id: id.to_string(),
+            info: TagInfo::from_user_agent(user_agent, now_unix()),
+        };
+        let body = serde_json::to_vec(&record).map_err(|_| RegistryError::InvalidData)?;
+        self.store()
+            .put(&keys::repo_tag(repo, tag), Bytes::from(body))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a tag.
+    pub async fn delete_tag(&self, repo: &RepoRef, tag: &Tag) -> Result<()> {
+        self.tag(repo, tag).await?;
+        self.store().delete(&keys::repo_tag(repo, tag)).await?;
+        Ok(())
+    }
+
+    /// Every repository, read from storage (so every instance on one store sees the same) and
+    /// kept for `listing_ttl`.
+    pub async fn all_repos(&self) -> Result<Arc<Vec<RepoRef>>> {
+        let mut cached = self.inner.listing.lock().await;
+        if let Some((at, repos)) = cached.as_ref() {
+            if at.elapsed() < self.config().listing_ttl {
+                return Ok(repos.clone());
+            }
+        }
+        let repos = Arc::new(self.scan_repos().await?);
+        *cached = Some((Instant::now(), repos.clone()));
+        Ok(repos)
+    }
+
+    async fn invalidate_listing(&self) {
+        *self.inner.listing.lock().await = None;
+    }
+
+    async fn scan_repos(&self) -> Result<Vec<RepoRef>> {
+        let store = self.store().clone();
+        let root = keys::repositories();
+        let namespaces = store.list_dir(&root).await?.dirs;
+        let per_ns: Vec<Vec<RepoRef>> = futures::stream::iter(namespaces)
+            .filter_map(|ns| async move { ns.parse::<Namespace>().ok() })
+            .map(|ns| {
+                let store = store.clone();
+                async move {
+                    let mut out = Vec::new();
+                    for name in store.list_dir(&keys::namespace_dir(&ns)).await?.dirs {
+                        let Ok(repo) = name.parse::<RepoName>() else {
+                            continue;
+                        };
+                        let r = RepoRef::new(ns.clone(), repo);
+                        match store.head(&keys::repo_marker(&r)).await {
+                            Ok(_) => out.push(r),
+                            Err(StorageError::NotFound) => {}
+                            Err(e) => return Err(RegistryError::from(e)),
+                        }
+                    }
+                    Ok(out)
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut all: Vec<RepoRef> = per_ns.into_iter().flatten().collect();
+        all.sort();
+        Ok(all)
+    }
+
+    /// `GET /v1/search?q=`: repositories whose `ns/repo` contains the term; all for an empty one.
+    pub async fn search(&self, term: &str) -> Result<Vec<SearchResult>> {
+        let term = term.to_lowercase();
+        Ok(self
+            .all_repos()
+            .await?
+            .iter()
+            .map(|r| r.to_string())
+            .filter(|name| name.contains(&term))
+            .map(|name| SearchResult {
+                name,
+                description: String::new(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,178 @@
+//! Images: json, layer, ancestry and checksum.
+
+use futures::StreamExt;
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+
+use crate::names::ImageId;
+use crate::registry::RegistryError;
+use crate::server::auth::{self, Caller};
+use crate::server::error::ApiError;
+use crate::server::range::{self, RangeRequest};
+use crate::server::routes::Request;
+use crate::server::state::AppState;
+use crate::server::{JSON_LIMIT, reply};
+use crate::v1;
+
+async fn writer(state: &AppState, headers: &warp::http::HeaderMap) -> Result<Caller, ApiError> {
+    let caller = auth::authenticate(&state.registry, &state.signer, headers, false).await?;
+    caller.authorize_image_write()?;
+    Ok(caller)
+}
+
+async fn reader(state: &AppState, headers: &warp::http::HeaderMap) -> Result<Caller, ApiError> {
+    auth::authenticate(&state.registry, &state.signer, headers, false).await
+}
+
+/// GET /v1/images/<id>/json
+pub async fn get_json(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
+    reader(state, &req.headers).await?;
+    let (meta, json) = state.registry.image_json(&id).await?;
+    let mut res = if req.headers.contains_key(header::IF_MODIFIED_SINCE) {
+        // The json never changes once complete, whatever date the client has.
+        let mut res = Response::new(bytes::Bytes::new().into());
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        reply::cache_forever(res.headers_mut());
+        res
+    } else {
+        reply::immutable(json, "application/json")
+    };
+    let h = res.headers_mut();
+    reply::set(h, v1::HEADER_SIZE, &meta.size.to_string());
+    reply::set(h, v1::HEADER_CHECKSUM_PAYLOAD, &meta.checksum);
+    Ok(res)
+}
+
+/// PUT /v1/images/<id>/json
+pub async fn put_json(
+    state: &AppState,
+    mut req: Request,
+    id: ImageId,
+) -> Result<Response, ApiError> {
+    writer(state, &req.headers).await?;
+    let body = req.body_bytes(JSON_LIMIT).await?;
+    state.registry.put_image_json(&id, body).await?;
+    Ok(reply::ok_true())
+}
+
+/// GET /v1/images/<id>/layer (HEAD too; `Range` gives 206 or 416)
+pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
+    reader(state, &req.headers).await?;
+    let meta = state.registry.image(&id).await?;
+    let size = meta.size;
+    let wanted = range::parse(req.header(header::RANGE.as_str()), size);
+    let range = match wanted {
+        RangeRequest::Full => None,
+        RangeRequest::Partial(r) => Some(r),
+        RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
+    };
+    let layer = state.registry.image_layer(&id, range.clone()).await?;
+    let served = layer.download.range.clone();
+    let stream = sync_wrapper::SyncStream::new(
+        layer
+            .download
+            .stream
+            .map(|r| r.map_err(std::io::Error::other)),
+    );
+    let mut res = warp::reply::stream(stream).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    reply::cache_forever(h);
+    reply::set(h, header::ACCEPT_RANGES.as_str(), "bytes");
+    reply::set(
+        h,
+        header::CONTENT_LENGTH.as_str(),
+        &(served.end - served.start).to_string(),
+    );
+    reply::set(h, v1::HEADER_SIZE, &size.to_string());
+    reply::set(h, v1::HEADER_CHECKSUM_PAYLOAD, &meta.checksum);
+    if range.is_some() {
+        reply::set(
+            h,
+            header::CONTENT_RANGE.as_str(),
+            &format!(
+                "bytes {}-{}/{}",
+                served.start,
+                served.end.saturating_sub(1),
+                size
+            ),
+        );
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(res)
+}
+
+/// PUT /v1/images/<id>/layer : streamed; the payload checksum is computed on the way.
+pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
+    writer(state, &req.headers).await?;
+    if let Some(ua) = req.header(header::USER_AGENT.as_str()) {
+        if is_pre_0_10_docker(ua) {
+            return Err(ApiError::PreconditionFailed(
+                "Docker client older than 0.10 is not supported",
+            ));
+        }
+    }
+    let size = state.registry.put_image_layer(&id, req.body).await?;
+    tracing::debug!(image = %id, size, "layer stored");
+    Ok(reply::ok_true())
+}
+
+/// Docker clients before 0.10 relied on server-side tarsum, which is gone.
+fn is_pre_0_10_docker(user_agent: &str) -> bool {
+    let Some(version) = user_agent
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("docker/"))
+    else {
+        return false;
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    major == 0 && minor < 10
+}
+
+/// PUT /v1/images/<id>/checksum : X-Docker-Checksum-Payload must match the computed one.
+pub async fn put_checksum(
+    state: &AppState,
+    req: Request,
+    id: ImageId,
+) -> Result<Response, ApiError> {
+    writer(state, &req.headers).await?;
+    let payload = req.header(v1::HEADER_CHECKSUM_PAYLOAD);
+    state.registry.put_image_checksum(&id, payload).await?;
+    Ok(reply::ok_true())
+}
+
+/// GET /v1/images/<id>/ancestry
+pub async fn get_ancestry(state: &AppState, id: ImageId) -> Result<Response, ApiError> {
+    let _ = state;
+    let body = state.registry.image_ancestry(&id).await?;
+    Ok(reply::immutable(body, "application/json"))
+}
+
+/// GET /v1/images/<id>/files : not offered; layers are opaque to this registry.
+pub async fn get_files(state: &AppState, id: ImageId) -> Result<Response, ApiError> {
+    state.registry.image(&id).await?;
+    Err(RegistryError::InvalidField("Layer format not supported").into())
+}
+
+/// GET /v1/images/<id>/diff : needs a diff worker the reference ran on Redis; not offered.
+pub async fn get_diff(state: &AppState, id: ImageId) -> Result<Response, ApiError> {
+    state.registry.image(&id).await?;
+    Err(RegistryError::InvalidField("Diff queue is disabled").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_docker_clients_are_recognised() {
+        assert!(is_pre_0_10_docker("docker/0.9.1 go/go1.2"));
+        assert!(!is_pre_0_10_docker("docker/0.10.0 go/go1.2"));
+        assert!(!is_pre_0_10_docker("docker/1.3.2 go/go1.3.3"));
+        assert!(!is_pre_0_10_docker("curl/8.0"));
+    }
+}

@@ -1,0 +1,178 @@
+//! `regfs serve`: the Docker Registry v1 + Docker Hub v1 server.
+//!
+//! Layers, like warp's todos example: [`routes`] captures requests and parses paths, [`handlers`]
+//! hold one `async fn` per endpoint, the [`crate::registry`] logic does the work over storage,
+//! and [`error`] is the one place failures become statuses. Handlers return
+//! `Result<Response, ApiError>` rather than warp rejections, because a rejection means "try the
+//! next route" in warp and would let a refused request fall through to an unrelated one.
+
+pub mod auth;
+pub mod error;
+mod handlers;
+pub mod range;
+pub mod reply;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::names::Username;
+use crate::registry::{Registry, RegistryConfig, RegistryError};
+use crate::storage::{self, StorageConfig, StorageError};
+use error::ApiError;
+use state::AppState;
+
+/// Largest JSON request body accepted.
+pub const JSON_LIMIT: u64 = 1024 * 1024;
+
+/// Everything `regfs serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    pub admin: Option<(Username, String)>,
+    /// HMAC key for tokens; random per start when absent (tokens then die with the process).
+    pub token_secret: Option<Vec<u8>>,
+    pub token_ttl: Duration,
+    pub signup: bool,
+    pub max_layer_size: u64,
+}
+
+impl ServeConfig {
+    /// A configuration for tests and embedding: memory storage on a free loopback port.
+    pub fn ephemeral() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: StorageConfig::Memory,
+            admin: None,
+            token_secret: None,
+            token_ttl: Duration::from_secs(3600),
+            signup: true,
+            max_layer_size: RegistryConfig::default().max_layer_size,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A server bound to its port, not yet serving.
+pub struct BoundServer {
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl BoundServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port` of the server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The registry logic behind the server, for embedding.
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let api = routes::api(self.state);
+        warp::serve(api)
+            .incoming(self.listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+    }
+}
+
+/// Opens storage and binds the listening socket.
+pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
+    let store = storage::open(&config.storage)?;
+    let registry = Registry::new(
+        store,
+        RegistryConfig {
+            max_layer_size: config.max_layer_size,
+            admin: config.admin.clone(),
+            signup: config.signup,
+            ..RegistryConfig::default()
+        },
+    );
+    let secret = config
+        .token_secret
+        .clone()
+        .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+    let ttl = i64::try_from(config.token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state = AppState {
+        registry,
+        signer: auth::TokenSigner::new(&secret, ttl),
+        public_host: addr.to_string(),
+    };
+    Ok(BoundServer {
+        addr,
+        listener,
+        state,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Parses a JSON request body into `T`; anything malformed is a 400.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|_| ApiError::Registry(RegistryError::InvalidJson))
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,95 @@
+//! `Range: bytes=...` parsing for layer GETs (RFC 7233, single ranges).
+
+use std::ops::Range;
+
+/// What a `Range` header asks of an object of a given size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable range: serve the whole object (also for other units and multi-ranges, which
+    /// RFC 7233 lets a server ignore).
+    Full,
+    /// One satisfiable range, clamped to the object.
+    Partial(Range<u64>),
+    /// Malformed or outside the object: 416.
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header value against an object of `size` bytes.
+pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(value) = header else {
+        return RangeRequest::Full;
+    };
+    let value = value.trim();
+    let Some(spec) = value.strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return RangeRequest::Unsatisfiable;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            None
+        } else {
+            s.parse().ok()
+        }
+    };
+    match (start.trim().is_empty(), end.trim().is_empty()) {
+        // bytes=-N: the last N bytes.
+        (true, false) => match num(end) {
+            Some(0) | None => RangeRequest::Unsatisfiable,
+            Some(_) if size == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Partial(size.saturating_sub(n)..size),
+        },
+        // bytes=A-: from A to the end.
+        (false, true) => match num(start) {
+            Some(a) if a < size => RangeRequest::Partial(a..size),
+            _ => RangeRequest::Unsatisfiable,
+        },
+        (false, false) => match (num(start), num(end)) {
+            (Some(a), Some(b)) if a <= b && a < size => {
+                RangeRequest::Partial(a..b.saturating_add(1).min(size))
+            }
+            _ => RangeRequest::Unsatisfiable,
+        },
+        (true, true) => RangeRequest::Unsatisfiable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RangeRequest::*;
+
+    #[test]
+    fn single_ranges_follow_rfc_7233() {
+        assert_eq!(parse(None, 10), Full);
+        assert_eq!(parse(Some("bytes=0-0"), 10), Partial(0..1));
+        assert_eq!(parse(Some("bytes=2-"), 10), Partial(2..10));
+        assert_eq!(parse(Some("bytes=2-100"), 10), Partial(2..10));
+        assert_eq!(parse(Some("bytes=-3"), 10), Partial(7..10));
+        assert_eq!(parse(Some("bytes=-30"), 10), Partial(0..10));
+        assert_eq!(parse(Some("items=0-1"), 10), Full);
+        assert_eq!(parse(Some("bytes=0-1,3-4"), 10), Full);
+    }
+
+    #[test]
+    fn bad_or_outside_ranges_are_unsatisfiable() {
+        for bad in [
+            "bytes=10-",
+            "bytes=5-2",
+            "bytes=-0",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1",
+            "bytes=+1-2",
+            "bytes=99999999999999999999999-",
+        ] {
+            assert_eq!(parse(Some(bad), 10), Unsatisfiable, "{bad}");
+        }
+        assert_eq!(parse(Some("bytes=0-"), 0), Unsatisfiable);
+    }
+}

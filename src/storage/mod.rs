@@ -1,0 +1,143 @@
+//! Storage: one narrow, streaming trait over which the registry keeps everything it stores.
+//!
+//! The registry needs little from a store: put a small object atomically, stream a large one in
+//! and publish it only when complete, read a whole object or a byte range as a stream, stat,
+//! delete, and list by prefix. [`BlobStore`] is exactly that. The backends are built on the
+//! `object_store` crate ([`object::ObjectBackend`]): a local directory (the default), memory
+//! (tests, CI, `--memory`), and S3-compatible stores later, so their atomicity guarantees are the
+//! crate's: a put is all or nothing, a multipart upload becomes visible only when finished, and
+//! an unfinished one leaves nothing under its key. Nothing here relies on conditional writes,
+//! which some S3-compatible stores silently ignore.
+//!
+//! Keys are built in one place only, [`keys`], from already validated names.
+
+pub mod keys;
+pub mod object;
+
+use std::fmt;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use keys::Key;
+pub use object::ObjectBackend;
+
+/// A stream of an object's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// What went wrong in the store. Callers only ever branch on [`StorageError::NotFound`]; the
+/// rest are failures of the store itself, which the server reports as 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found")]
+    NotFound,
+    #[error("requested range is not satisfiable for an object of {size} bytes")]
+    InvalidRange { size: u64 },
+    #[error("object is larger than the {limit}-byte limit for this read")]
+    TooLarge { limit: u64 },
+    #[error("storage backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound,
+            other => StorageError::Backend(Box::new(other)),
+        }
+    }
+}
+
+/// Size and age of a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub last_modified: SystemTime,
+}
+
+/// An object being read: its total size, the byte range the stream covers, and the bytes.
+pub struct Download {
+    pub info: ObjectInfo,
+    pub range: Range<u64>,
+    pub stream: ByteStream,
+}
+
+impl fmt::Debug for Download {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Download")
+            .field("info", &self.info)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upload in progress. Nothing is visible under its key until [`Upload::finish`] returns;
+/// dropping it unfinished (a killed client, a failed checksum) aborts it.
+#[async_trait]
+pub trait Upload: Send {
+    /// Appends bytes. May wait for earlier parts to drain, which bounds the memory one upload
+    /// holds.
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError>;
+    /// Publishes the object atomically; returns its size.
+    async fn finish(self: Box<Self>) -> Result<u64, StorageError>;
+    /// Discards everything written so far.
+    async fn abort(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// The store the registry keeps its objects in.
+#[async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
+    /// Streams an object, or the byte `range` of it (clamped by the caller to the object size).
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Download, StorageError>;
+
+    /// Reads a small object whole; refuses objects over `limit` bytes.
+    async fn get_bytes(&self, key: &Key, limit: u64) -> Result<Bytes, StorageError>;
+
+    /// Size and modification time of an object.
+    async fn head(&self, key: &Key) -> Result<ObjectInfo, StorageError>;
+
+    /// Writes a small object atomically, replacing any previous one (last writer wins).
+    async fn put(&self, key: &Key, data: Bytes) -> Result<(), StorageError>;
+
+    /// Starts a streamed upload that becomes visible under `key` only when finished.
+    async fn upload(&self, key: &Key) -> Result<Box<dyn Upload>, StorageError>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &Key) -> Result<(), StorageError>;
+
+    /// Every key under `prefix` (recursively), relative to the store root.
+    async fn list(&self, prefix: &Key) -> Result<Vec<Key>, StorageError>;
+
+    /// The immediate children of `prefix`: sub-"directories" and objects, as last path segments.
+    async fn list_dir(&self, prefix: &Key) -> Result<DirListing, StorageError>;
+}
+
+/// One level of a listing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DirListing {
+    pub dirs: Vec<String>,
+    pub objects: Vec<String>,
+}
+
+/// Where the server keeps its data, chosen at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A local directory, created if missing.
+    Local(std::path::PathBuf),
+    /// Process memory: gone when the process ends.
+    Memory,
+}
+
+/// Builds the store a configuration names.
+pub fn open(config: &StorageConfig) -> Result<std::sync::Arc<dyn BlobStore>, StorageError> {
+    let backend = match config {
+        StorageConfig::Local(dir) => ObjectBackend::local(dir)?,
+        StorageConfig::Memory => ObjectBackend::memory(),
+    };
+    Ok(std::sync::Arc::new(backend))
+}

@@ -1,0 +1,75 @@
+//! The built binary: help, argument errors, and `serve` printing its URL first.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn regfs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_regfs"))
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = regfs().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("serve"));
+}
+
+#[test]
+fn bad_arguments_exit_non_zero_with_a_message() {
+    let out = regfs()
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stderr.is_empty());
+    let out = regfs()
+        .args([
+            "serve",
+            "--memory",
+            "--admin-user",
+            "x",
+            "--admin-password",
+            "secret",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin-user"));
+}
+
+#[test]
+fn serve_prints_its_url_first_and_stops_on_sigterm() {
+    let mut child = regfs()
+        .args(["serve", "--memory", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0);
+    // Plain HTTP by hand: the server answers _ping.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /v1/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
