@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Largest layer accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_layer_size: u64,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "REGFS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "REGFS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The default storage directory: `$XDG_DATA_HOME/regfs` or `~/.local/share/regfs`.
@@ -105,6 +111,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             token_ttl: Duration::from_secs(args.token_ttl.max(1)),
             signup: !args.no_signup,
             max_layer_size: args.max_layer_size,
+            tls: args.tls_cert.zip(args.tls_key),
         })
     }
 }

@@ -1449,3 +1449,67 @@ async fn hostile_input_gets_4xx_json_errors() {
     // The server is still healthy.
     assert_eq!(c.get("/v1/_ping", &no_auth()).await.status, 200);
 }
+
+#[tokio::test]
+async fn serves_https_with_a_given_certificate() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut cfg = TestServer::config();
+    cfg.tls = Some((cert_path, key_path));
+    let server = TestServer::with_config(cfg);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /v1/_ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    let _ = tls.read_to_end(&mut resp).await;
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.to_lowercase()
+            .contains("x-docker-registry-standalone: true")
+    );
+
+    // Plain HTTP to the TLS port is refused, not served.
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/v1/_ping", server.addr))
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_does_not_block_others() {
+    let server = TestServer::start();
+    // Hold a few connections open mid-headers.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /v1/_ping HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    let r = server.client().get("/v1/_ping", &Auth::None).await;
+    assert_eq!(r.status, 200);
+}

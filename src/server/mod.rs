@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+pub mod listen;
 pub mod range;
 pub mod reply;
 pub mod routes;
@@ -39,6 +40,8 @@ pub struct ServeConfig {
     pub token_ttl: Duration,
     pub signup: bool,
     pub max_layer_size: u64,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl ServeConfig {
@@ -52,6 +55,7 @@ impl ServeConfig {
             token_ttl: Duration::from_secs(3600),
             signup: true,
             max_layer_size: RegistryConfig::default().max_layer_size,
+            tls: None,
         }
     }
 }
@@ -61,6 +65,8 @@ impl ServeConfig {
 pub enum ServeError {
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] listen::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +78,7 @@ pub enum ServeError {
 pub struct BoundServer {
     addr: SocketAddr,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
 }
 
@@ -81,9 +88,10 @@ impl BoundServer {
         self.addr
     }
 
-    /// `http://host:port` of the server.
+    /// `http://host:port` (or `https://`) of the server.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The registry logic behind the server, for embedding.
@@ -93,17 +101,16 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        let api = routes::api(self.state);
-        warp::serve(api)
-            .incoming(self.listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+        listen::serve(self.listener, self.tls, routes::api(self.state), shutdown).await;
     }
 }
 
 /// Opens storage and binds the listening socket.
 pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let store = storage::open(&config.storage)?;
     let registry = Registry::new(
         store,
@@ -137,6 +144,7 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
     Ok(BoundServer {
         addr,
         listener,
+        tls,
         state,
     })
 }
