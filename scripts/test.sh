@@ -7,3 +7,4 @@ scripts/setup.sh
 features=()
 [[ -e /dev/fuse ]] && features=(--features fuse-tests)
 cargo test --locked "${features[@]}"
+scripts/pyclient-check.sh

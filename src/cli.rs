@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use std::os::unix::process::CommandExt;
+
+use crate::mount::{FsConfig, MountConfig};
 use crate::names::Username;
 use crate::server::ServeConfig;
 use crate::storage::StorageConfig;
@@ -27,6 +30,48 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry server (Docker Registry v1 + Docker Hub v1 API).
     Serve(ServeArgs),
+    /// Mount a registry as a directory tree (the embedded one without --registry).
+    Mount(MountArgs),
+}
+
+/// Options of `regfs mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Existing empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Registry URL, e.g. http://127.0.0.1:5000. Without it, the embedded registry is served
+    /// (see the server options below) and mounted as its administrator.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Registry user (else REGFS_USER, else ~/.docker/config.json, else anonymous).
+    #[arg(long, env = "REGFS_USER", requires = "password")]
+    pub user: Option<String>,
+    /// Registry password.
+    #[arg(long, env = "REGFS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Refuse every write with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Seconds listings and tags are trusted before asking the registry again.
+    #[arg(long, default_value_t = 1.0)]
+    pub ttl: f64,
+    /// Seconds a registry call may take (retries included) before the operation fails with EIO.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Memory for cached layer bytes and read-ahead, in bytes.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub cache_size: u64,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Detach once mounted; the URL is still printed first.
+    #[arg(long)]
+    pub daemon: bool,
+    #[command(flatten, next_help_heading = "Embedded registry (without --registry)")]
+    pub server: ServeArgs,
 }
 
 /// Options of `regfs serve`.
@@ -116,11 +161,126 @@ impl TryFrom<ServeArgs> for ServeConfig {
     }
 }
 
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !v.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&v) {
+        bail!("--{name} must be a number of seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl TryFrom<MountArgs> for MountConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: MountArgs) -> anyhow::Result<Self> {
+        let (uid, gid) = crate::mount::run::current_ids();
+        let mut serve = ServeConfig::try_from(args.server)?;
+        if args.registry.is_none() && serve.admin.is_none() {
+            // The mount acts as the embedded registry's administrator; without a configured
+            // one, make a password for this run only.
+            let password = hex::encode(rand::random::<[u8; 16]>());
+            serve.admin = Some(("admin".parse()?, password));
+        }
+        let credentials = match (args.user, args.password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            _ => args.registry.as_deref().and_then(|url| {
+                crate::mount::credentials::docker_config_path()
+                    .and_then(|path| crate::mount::credentials::from_docker_config(&path, url))
+            }),
+        };
+        if let Some(url) = &args.registry {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--registry must be an http:// or https:// URL");
+            }
+        }
+        if args.cache_size < 16 * 1024 * 1024 {
+            bail!("--cache-size must be at least 16 MiB");
+        }
+        let ttl = seconds("ttl", args.ttl)?.max(Duration::from_millis(100));
+        Ok(MountConfig {
+            mountpoint: args.mountpoint,
+            registry: args.registry,
+            serve,
+            credentials,
+            fs: FsConfig {
+                ttl,
+                cache_size: args.cache_size,
+                uid,
+                gid,
+                ..FsConfig::default()
+            },
+            timeout: seconds("timeout", args.timeout)?.max(Duration::from_millis(100)),
+            threads: args.threads.clamp(1, 64),
+            allow_other: args.allow_other,
+            readahead_kb: Some(4096),
+        })
+    }
+}
+
 /// Runs the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.try_into()?).await,
+        Command::Mount(args) => {
+            let config: MountConfig = args.try_into()?;
+            crate::mount::run(config, |url| {
+                let _ = announce(url);
+            })
+            .await?;
+            Ok(())
+        }
     }
+}
+
+/// `regfs mount --daemon`: runs the same command without `--daemon` as a detached child,
+/// passes on the URL it prints, and returns once the mount is in place (or the child failed).
+pub fn daemonize(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("cannot find the regfs executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: a Ctrl-C in this terminal is not meant for the daemon.
+        .process_group(0)
+        .spawn()
+        .context("cannot start the daemon")?;
+    let stdout = child.stdout.take().context("daemon has no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    if line.is_empty() {
+        let status = child.wait()?;
+        bail!("the daemon exited before mounting ({status})");
+    }
+    announce(line.trim())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let target = std::fs::canonicalize(mountpoint)?;
+    while std::time::Instant::now() < deadline {
+        if is_mounted(&target) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the daemon exited before mounting ({status})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the mount did not appear within 60 s")
+}
+
+/// Whether a FUSE mount of ours sits at `path` (from /proc/self/mountinfo).
+pub fn is_mounted(path: &std::path::Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| {
+        let mut fields = l.split(' ');
+        fields.nth(4) == Some(&*want) && l.contains("regfs")
+    })
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -146,6 +306,35 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn mount_args_validate() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args.iter().copied()).unwrap();
+            let Command::Mount(m) = cli.command else {
+                panic!("parsed as mount");
+            };
+            MountConfig::try_from(m)
+        };
+        let ok = parse(&[
+            "regfs",
+            "mount",
+            "/mnt",
+            "--registry",
+            "http://r:5000",
+            "--memory",
+        ])
+        .unwrap();
+        assert_eq!(ok.registry.as_deref(), Some("http://r:5000"));
+        assert!(parse(&["regfs", "mount", "/mnt", "--registry", "r:5000"]).is_err());
+        assert!(parse(&["regfs", "mount", "/mnt", "--ttl=-1"]).is_err());
+        assert!(parse(&["regfs", "mount", "/mnt", "--cache-size", "1000"]).is_err());
+        let embedded = parse(&["regfs", "mount", "/mnt", "--memory"]).unwrap();
+        assert!(
+            embedded.serve.admin.is_some(),
+            "the embedded registry always has an admin"
+        );
+    }
+
+    #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
     }
@@ -164,7 +353,9 @@ mod tests {
             "secret",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
         assert!(ServeConfig::try_from(args).is_err());
     }
 }

@@ -8,6 +8,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
+pub mod client;
+pub mod mount;
 pub mod names;
 pub mod registry;
 pub mod server;

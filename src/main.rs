@@ -8,6 +8,18 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = regfs::cli::Cli::parse();
     regfs::telemetry::init(cli.verbose);
+    if let regfs::cli::Command::Mount(args) = &cli.command {
+        if args.daemon {
+            // Before any runtime exists: the daemon is a fresh process.
+            return match regfs::cli::daemonize(&args.mountpoint) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("regfs: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,8 +8,8 @@ use tracing_subscriber::EnvFilter;
 /// A second call (tests) is a no-op.
 pub fn init(verbosity: u8) {
     let default = match verbosity {
-        0 => "regfs=info,warn",
-        1 => "regfs=debug,info",
+        0 => "regfs=info,warn,fuser=error",
+        1 => "regfs=debug,info,fuser=warn",
         _ => "regfs=trace,debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -13,3 +13,7 @@ mod storage;
 
 /// The built binary: arguments, start-up, the URL on stdout.
 mod cli;
+
+/// Real FUSE mounts; needs /dev/fuse and fusermount3 (`--features fuse-tests`).
+#[cfg(feature = "fuse-tests")]
+mod mount;

@@ -2,6 +2,9 @@
 //! and image fixtures.
 #![allow(dead_code)]
 
+#[cfg(feature = "fuse-tests")]
+pub mod mount;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc;

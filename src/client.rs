@@ -1,0 +1,382 @@
+//! A typed client of the v1 API, used by the mount. It shares names and JSON shapes with the
+//! server ([`crate::names`], [`crate::v1`]), so the two cannot disagree on what a valid tag or a
+//! search result is.
+//!
+//! One pooled `reqwest::Client` serves every call (keep-alive, parallel connections for ranged
+//! reads). Idempotent reads are retried with exponential back-off on connection errors and 5xx,
+//! within the overall `timeout`, so a registry that blinks does not fail a `cat`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+
+use crate::names::{ImageId, RepoRef, Tag};
+use crate::v1;
+
+/// Why a registry call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("not found")]
+    NotFound,
+    #[error("authentication required or refused")]
+    Unauthorized,
+    #[error("permission denied")]
+    Forbidden,
+    #[error("already exists")]
+    Conflict,
+    #[error("refused by the registry: {0}")]
+    Refused(String),
+    #[error("registry error {0}")]
+    Server(u16),
+    #[error("registry unreachable: {0}")]
+    Transport(String),
+    #[error("registry did not answer in time")]
+    Timeout,
+    #[error("unexpected answer from the registry: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Server(_) | ClientError::Transport(_) | ClientError::Timeout
+        )
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// What the registry says of a complete image.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The image json, verbatim.
+    pub json: Bytes,
+    /// Layer size in bytes (`X-Docker-Size`).
+    pub layer_size: u64,
+    /// The parent id from the json, if any.
+    pub parent: Option<ImageId>,
+    /// The json's `created` time, if it parses.
+    pub created: Option<std::time::SystemTime>,
+}
+
+/// Settings of a client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL, e.g. `http://127.0.0.1:5000`.
+    pub url: String,
+    /// Basic credentials.
+    pub credentials: Option<(String, String)>,
+    /// Longest time one call may take, retries included.
+    pub timeout: Duration,
+}
+
+/// A v1 registry.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    base: String,
+    http: reqwest::Client,
+    credentials: Option<(String, String)>,
+    timeout: Duration,
+}
+
+impl RegistryClient {
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(RegistryClient {
+            base: config.url.trim_end_matches('/').to_string(),
+            http,
+            credentials: config.credentials,
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.credentials {
+            Some((u, p)) => rb.basic_auth(u, Some(p)),
+            None => rb,
+        }
+    }
+
+    /// Sends an idempotent request, retrying transient failures until the deadline.
+    async fn send_retrying(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            let attempt = tokio::time::timeout(left, build().send()).await;
+            let err = match attempt {
+                Err(_) => ClientError::Timeout,
+                Ok(Err(e)) => transport(e),
+                Ok(Ok(res)) => match check(res).await {
+                    Ok(res) => return Ok(res),
+                    Err(e) => e,
+                },
+            };
+            if !err.retryable() || Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, ?backoff, "retrying registry call");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response> {
+        self.send_retrying(|| self.request(Method::GET, path)).await
+    }
+
+    async fn get_body(
+        &self,
+        path: &str,
+        limit: usize,
+    ) -> Result<(reqwest::header::HeaderMap, Bytes)> {
+        let deadline = Instant::now() + self.timeout;
+        let res = self.get(path).await?;
+        let headers = res.headers().clone();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = tokio::time::timeout(left, read_limited(res, limit))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        Ok((headers, body))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (_, body) = self.get_body(path, 64 * 1024 * 1024).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Checks that the registry answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.get("/v1/_ping").await.map(|_| ())
+    }
+
+    /// Every repository (search with no query).
+    pub async fn repositories(&self) -> Result<Vec<RepoRef>> {
+        let res: v1::SearchResponse = self.get_json("/v1/search").await?;
+        Ok(res
+            .results
+            .iter()
+            .filter_map(|r| RepoRef::parse_full(&r.name).ok())
+            .collect())
+    }
+
+    /// Search results for a term.
+    pub async fn search(&self, term: &str) -> Result<Vec<v1::SearchResult>> {
+        let q: String = url_encode(term);
+        let res: v1::SearchResponse = self.get_json(&format!("/v1/search?q={q}")).await?;
+        Ok(res.results)
+    }
+
+    /// A repository's tags.
+    pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<Tag, ImageId>> {
+        let raw: BTreeMap<String, String> = self
+            .get_json(&format!("/v1/repositories/{repo}/tags"))
+            .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(t, id)| Some((t.parse().ok()?, id.parse().ok()?)))
+            .collect())
+    }
+
+    /// A repository's image list.
+    pub async fn repo_images(&self, repo: &RepoRef) -> Result<Vec<ImageId>> {
+        let raw: Vec<v1::ImageEntry> = self
+            .get_json(&format!("/v1/repositories/{repo}/images"))
+            .await?;
+        Ok(raw.into_iter().filter_map(|e| e.id.parse().ok()).collect())
+    }
+
+    /// The json and layer size of a complete image.
+    pub async fn image(&self, id: &ImageId) -> Result<ImageInfo> {
+        let (headers, json) = self
+            .get_body(&format!("/v1/images/{id}/json"), 16 * 1024 * 1024)
+            .await?;
+        let layer_size = headers
+            .get(v1::HEADER_SIZE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let layer_size = match layer_size {
+            Some(s) => s,
+            None => self.layer_size(id).await?,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let parent = value
+            .get("parent")
+            .and_then(|p| p.as_str())
+            .and_then(|p| p.parse().ok());
+        let created = value
+            .get("created")
+            .and_then(|c| c.as_str())
+            .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok());
+        Ok(ImageInfo {
+            json,
+            layer_size,
+            parent,
+            created,
+        })
+    }
+
+    /// The layer size from a HEAD, for registries that send no `X-Docker-Size`.
+    async fn layer_size(&self, id: &ImageId) -> Result<u64> {
+        let path = format!("/v1/images/{id}/layer");
+        let res = self
+            .send_retrying(|| self.request(Method::HEAD, &path))
+            .await?;
+        res.headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("no layer size".into()))
+    }
+
+    /// An image's ancestry, the image first.
+    pub async fn ancestry(&self, id: &ImageId) -> Result<Vec<ImageId>> {
+        let raw: Vec<String> = self.get_json(&format!("/v1/images/{id}/ancestry")).await?;
+        raw.iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ClientError::Protocol("bad ancestry".into()))
+            })
+            .collect()
+    }
+
+    /// Bytes `range` of a layer.
+    pub async fn layer_range(&self, id: &ImageId, range: Range<u64>) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let path = format!("/v1/images/{id}/layer");
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let want = (range.end - range.start) as usize;
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let res = self
+                .send_retrying(|| {
+                    self.request(Method::GET, &path)
+                        .header(reqwest::header::RANGE, &header)
+                })
+                .await?;
+            let partial = res.status() == StatusCode::PARTIAL_CONTENT;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let body = tokio::time::timeout(
+                left,
+                read_limited(res, if partial { want } else { usize::MAX }),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout)
+            .and_then(|r| r);
+            match body {
+                Ok(body) if partial && body.len() == want => return Ok(body),
+                // A registry that ignores Range sends the whole layer.
+                Ok(body) if !partial => {
+                    let end = (range.end as usize).min(body.len());
+                    let start = (range.start as usize).min(end);
+                    return Ok(body.slice(start..end));
+                }
+                Ok(_) => return Err(ClientError::Protocol("short range read".into())),
+                Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    if e.is_timeout() {
+        ClientError::Timeout
+    } else {
+        ClientError::Transport(e.to_string())
+    }
+}
+
+/// Maps a status to an error; success passes through.
+async fn check(res: reqwest::Response) -> Result<reqwest::Response> {
+    let status = res.status();
+    if status.is_success() {
+        return Ok(res);
+    }
+    let err = match status {
+        StatusCode::NOT_FOUND => ClientError::NotFound,
+        StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
+        StatusCode::FORBIDDEN => ClientError::Forbidden,
+        StatusCode::CONFLICT => ClientError::Conflict,
+        s if s.is_server_error() => ClientError::Server(s.as_u16()),
+        _ => {
+            let body = res.bytes().await.unwrap_or_default();
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| status.to_string());
+            ClientError::Refused(msg)
+        }
+    };
+    Err(err)
+}
+
+/// Reads a body, refusing more than `limit` bytes.
+async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Bytes> {
+    let cap = res
+        .content_length()
+        .map(|n| n as usize)
+        .unwrap_or(0)
+        .min(limit)
+        .min(64 * 1024 * 1024);
+    let mut buf = bytes::BytesMut::with_capacity(cap);
+    while let Some(chunk) = res.chunk().await.map_err(transport)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(ClientError::Protocol(
+                "response larger than expected".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_are_percent_encoded() {
+        assert_eq!(url_encode("a b/c&d"), "a%20b%2Fc%26d");
+        assert_eq!(url_encode("ubuntu"), "ubuntu");
+    }
+}

@@ -1,0 +1,685 @@
+//! The filesystem logic, with no FUSE types: lookup, getattr, readdir, readlink, open, read,
+//! release over the registry client. The FUSE adapter (`fuse.rs`) only translates; everything
+//! here is tested without a kernel mount.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::cache::{BlockCache, TtlMap};
+use super::error::FsError;
+use super::inode::{InodeTable, ROOT_INO};
+use super::tree::{ImageFile, Kind, Node};
+use crate::client::{ClientError, ImageInfo, RegistryClient};
+use crate::names::{ImageId, Namespace, RepoRef, Tag};
+
+/// How long the kernel may keep attributes of things that never change.
+const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Largest window of layer bytes fetched ahead of a sequential reader.
+const MAX_WINDOW: u64 = 64 * 1024 * 1024;
+/// How far a read may land from where the last one ended and still count as sequential: the
+/// kernel's readahead arrives out of order across FUSE threads.
+const REORDER_SLACK: u64 = 8 * 1024 * 1024;
+
+pub type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// Settings of the filesystem.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Time listings and tags are trusted (`--ttl`).
+    pub ttl: Duration,
+    /// Memory for layer blocks and prefetch (`--cache-size`).
+    pub cache_size: u64,
+    /// Size of one ranged GET.
+    pub block_size: u64,
+    /// Ranged GETs in flight across the mount.
+    pub max_fetches: usize,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            ttl: Duration::from_secs(1),
+            cache_size: 256 * 1024 * 1024,
+            block_size: 4 * 1024 * 1024,
+            max_fetches: 8,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// Attributes of an inode, independent of FUSE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub mtime: SystemTime,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A looked-up entry: attributes and how long the kernel may trust them.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub entry: Entry,
+}
+
+/// What `open` tells the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Keep the page cache across opens: the content never changes.
+    pub keep_cache: bool,
+}
+
+#[derive(Debug)]
+struct Handle {
+    node: Node,
+    /// Small files: their whole content, read once at open.
+    content: Option<Bytes>,
+    /// Layers: where the last read ended, and the prefetch window.
+    last_end: u64,
+    window: u64,
+    reads: u64,
+}
+
+/// The registry as a filesystem.
+#[derive(Debug)]
+pub struct RegistryFs {
+    client: RegistryClient,
+    config: FsConfig,
+    started: SystemTime,
+    inodes: InodeTable,
+    images: TtlMap<ImageId, Arc<ImageInfo>>,
+    ancestry: TtlMap<ImageId, Arc<Vec<ImageId>>>,
+    repos: TtlMap<(), Arc<Vec<RepoRef>>>,
+    tags: TtlMap<RepoRef, Arc<BTreeMap<Tag, ImageId>>>,
+    repo_images: TtlMap<RepoRef, Arc<Vec<ImageId>>>,
+    search: TtlMap<String, Bytes>,
+    blocks: Arc<BlockCache>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// "Not found" from the registry, or an image still being pushed, is ENOENT for a reader.
+fn absent(e: ClientError) -> FsError {
+    match e {
+        ClientError::NotFound | ClientError::Refused(_) => FsError::NotFound,
+        other => FsError::Registry(other),
+    }
+}
+
+impl RegistryFs {
+    pub fn new(client: RegistryClient, config: FsConfig) -> Self {
+        // Images never change once complete: cache their metadata for a day, in a large map.
+        let forever = IMMUTABLE_TTL;
+        let blocks = BlockCache::new(config.block_size, config.cache_size, config.max_fetches);
+        RegistryFs {
+            images: TtlMap::new(forever, 65_536),
+            ancestry: TtlMap::new(forever, 65_536),
+            repos: TtlMap::new(config.ttl, 1),
+            tags: TtlMap::new(config.ttl, 4096),
+            repo_images: TtlMap::new(config.ttl, 4096),
+            search: TtlMap::new(config.ttl, 1024),
+            client,
+            started: SystemTime::now(),
+            inodes: InodeTable::default(),
+            blocks,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            config,
+        }
+    }
+
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    pub fn inodes(&self) -> &InodeTable {
+        &self.inodes
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        self.inodes.node(ino).ok_or(FsError::NotFound)
+    }
+
+    // ----- registry facts, cached -----
+
+    async fn image(&self, id: &ImageId) -> Result<Arc<ImageInfo>> {
+        self.images
+            .get_or_fetch(id, async {
+                self.client.image(id).await.map(Arc::new).map_err(absent)
+            })
+            .await
+    }
+
+    async fn image_ancestry(&self, id: &ImageId) -> Result<Arc<Vec<ImageId>>> {
+        self.ancestry
+            .get_or_fetch(id, async {
+                self.client.ancestry(id).await.map(Arc::new).map_err(absent)
+            })
+            .await
+    }
+
+    async fn repositories(&self) -> Result<Arc<Vec<RepoRef>>> {
+        self.repos
+            .get_or_fetch(&(), async {
+                Ok(Arc::new(self.client.repositories().await?))
+            })
+            .await
+    }
+
+    async fn repo_tags(&self, repo: &RepoRef) -> Result<Arc<BTreeMap<Tag, ImageId>>> {
+        self.tags
+            .get_or_fetch(repo, async {
+                self.client.tags(repo).await.map(Arc::new).map_err(absent)
+            })
+            .await
+    }
+
+    async fn repo_image_list(&self, repo: &RepoRef) -> Result<Arc<Vec<ImageId>>> {
+        self.repo_images
+            .get_or_fetch(repo, async {
+                self.client
+                    .repo_images(repo)
+                    .await
+                    .map(Arc::new)
+                    .map_err(absent)
+            })
+            .await
+    }
+
+    async fn search_content(&self, term: &str) -> Result<Bytes> {
+        let key = term.to_string();
+        self.search
+            .get_or_fetch(&key, async {
+                let results = self.client.search(term).await?;
+                let mut out = String::new();
+                for r in results {
+                    out.push_str(&r.name);
+                    out.push('\t');
+                    out.push_str(&r.description.replace(['\n', '\t'], " "));
+                    out.push('\n');
+                }
+                Ok::<_, FsError>(Bytes::from(out))
+            })
+            .await
+    }
+
+    // ----- nodes -----
+
+    /// Checks that a node exists and works out its attributes.
+    async fn stat(&self, node: &Node, ino: u64) -> Result<Entry> {
+        let short = self.config.ttl;
+        let (kind, size, mtime, ttl) = match node {
+            Node::Root | Node::Repos | Node::Images | Node::Search => {
+                (Kind::Dir, 0, self.started, short)
+            }
+            Node::Namespace(ns) => {
+                if !self
+                    .repositories()
+                    .await?
+                    .iter()
+                    .any(|r| r.namespace == *ns)
+                {
+                    return Err(FsError::NotFound);
+                }
+                (Kind::Dir, 0, self.started, short)
+            }
+            Node::Repo(r) | Node::Tags(r) | Node::RepoImages(r) => {
+                self.repo_tags(r).await?;
+                (Kind::Dir, 0, self.started, short)
+            }
+            Node::Tag(r, t) => {
+                if !self.repo_tags(r).await?.contains_key(t) {
+                    return Err(FsError::NotFound);
+                }
+                (Kind::File, 65, self.started, short)
+            }
+            Node::RepoImageLink(r, id) => {
+                if !self.repo_image_list(r).await?.contains(id) {
+                    return Err(FsError::NotFound);
+                }
+                (
+                    Kind::Symlink,
+                    link_target(node).len() as u64,
+                    self.started,
+                    short,
+                )
+            }
+            Node::Image(id) => {
+                let info = self.image(id).await?;
+                (Kind::Dir, 0, created(&info, self.started), IMMUTABLE_TTL)
+            }
+            Node::ImageFile(id, file) => {
+                let info = self.image(id).await?;
+                let size = match file {
+                    ImageFile::Json => info.json.len() as u64,
+                    ImageFile::Layer => info.layer_size,
+                    ImageFile::Ancestry => 65 * self.image_ancestry(id).await?.len() as u64,
+                };
+                (
+                    Kind::File,
+                    size,
+                    created(&info, self.started),
+                    IMMUTABLE_TTL,
+                )
+            }
+            Node::ParentLink(id) => {
+                let info = self.image(id).await?;
+                let Some(parent) = &info.parent else {
+                    return Err(FsError::NotFound);
+                };
+                let len = format!("../{parent}").len() as u64;
+                (
+                    Kind::Symlink,
+                    len,
+                    created(&info, self.started),
+                    IMMUTABLE_TTL,
+                )
+            }
+            Node::SearchResult(term) => {
+                let size = self.search_content(term).await?.len() as u64;
+                (Kind::File, size, self.started, short)
+            }
+        };
+        let perm = match (kind, node) {
+            (Kind::Dir, _) => 0o755,
+            (Kind::Symlink, _) => 0o777,
+            (Kind::File, Node::Tag(..)) => 0o644,
+            (Kind::File, _) => 0o444,
+        };
+        Ok(Entry {
+            attr: Attr {
+                ino,
+                kind,
+                size,
+                perm,
+                mtime,
+                uid: self.config.uid,
+                gid: self.config.gid,
+            },
+            ttl,
+        })
+    }
+
+    /// `lookup`: the child `name` of directory `parent`, counting a kernel reference.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
+        let parent = self.node(parent)?;
+        if parent.kind() != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let node = parent.child(name).ok_or(FsError::NotFound)?;
+        // Check existence before taking a reference, so a missing name allocates nothing.
+        let entry = self.stat(&node, 0).await?;
+        let ino = self.inodes.lookup(&node);
+        Ok(Entry {
+            attr: Attr { ino, ..entry.attr },
+            ..entry
+        })
+    }
+
+    /// `getattr`.
+    pub async fn getattr(&self, ino: u64) -> Result<Entry> {
+        let node = self.node(ino)?;
+        self.stat(&node, ino).await
+    }
+
+    /// The kernel took a reference to `ino` through READDIRPLUS.
+    pub fn remember(&self, ino: u64) {
+        self.inodes.add_lookup(ino);
+    }
+
+    /// `forget`: the kernel dropped `n` references.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// `readdir`/`readdirplus`: every entry of a directory, with attributes. No kernel
+    /// reference is counted here: with READDIRPLUS the adapter calls [`RegistryFs::remember`]
+    /// for each entry it actually hands to the kernel.
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let children: Vec<Node> = match &node {
+            Node::Root => vec![Node::Images, Node::Repos, Node::Search],
+            Node::Repos => {
+                let namespaces: BTreeSet<Namespace> = self
+                    .repositories()
+                    .await?
+                    .iter()
+                    .map(|r| r.namespace.clone())
+                    .collect();
+                namespaces.into_iter().map(Node::Namespace).collect()
+            }
+            Node::Namespace(ns) => {
+                let repos = self.repositories().await?;
+                let mut out: Vec<Node> = repos
+                    .iter()
+                    .filter(|r| r.namespace == *ns)
+                    .map(|r| Node::Repo(r.clone()))
+                    .collect();
+                if out.is_empty() {
+                    return Err(FsError::NotFound);
+                }
+                out.dedup();
+                out
+            }
+            Node::Repo(r) => {
+                self.repo_tags(r).await?;
+                vec![Node::RepoImages(r.clone()), Node::Tags(r.clone())]
+            }
+            Node::Tags(r) => self
+                .repo_tags(r)
+                .await?
+                .keys()
+                .map(|t| Node::Tag(r.clone(), t.clone()))
+                .collect(),
+            Node::RepoImages(r) => {
+                self.repo_tags(r).await?;
+                self.repo_image_list(r)
+                    .await?
+                    .iter()
+                    .map(|id| Node::RepoImageLink(r.clone(), id.clone()))
+                    .collect()
+            }
+            Node::Images => self
+                .known_images()
+                .await?
+                .into_iter()
+                .map(Node::Image)
+                .collect(),
+            Node::Image(id) => {
+                let info = self.image(id).await?;
+                let mut out: Vec<Node> = ImageFile::ALL
+                    .iter()
+                    .map(|f| Node::ImageFile(id.clone(), *f))
+                    .collect();
+                if info.parent.is_some() {
+                    out.push(Node::ParentLink(id.clone()));
+                }
+                out
+            }
+            // Search results exist only when looked up by term.
+            Node::Search => Vec::new(),
+            _ => return Err(FsError::NotDir),
+        };
+        let entries: Vec<Option<DirEntry>> = futures::stream::iter(children)
+            .map(|child| async move {
+                let name = node_name(&child);
+                match self.stat(&child, 0).await {
+                    Ok(entry) => {
+                        let ino = self.inodes.peek(&child);
+                        Ok(Some(DirEntry {
+                            name,
+                            entry: Entry {
+                                attr: Attr { ino, ..entry.attr },
+                                ..entry
+                            },
+                        }))
+                    }
+                    // Gone between the listing and the stat: leave it out.
+                    Err(FsError::NotFound) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(entries.into_iter().flatten().collect())
+    }
+
+    /// Images the mount knows of: every repository's image list, plus images already seen.
+    async fn known_images(&self) -> Result<BTreeSet<ImageId>> {
+        let repos = self.repositories().await?;
+        let lists: Vec<Arc<Vec<ImageId>>> = futures::stream::iter(repos.iter().cloned())
+            .map(|r| async move {
+                match self.repo_image_list(&r).await {
+                    Ok(l) => Ok(l),
+                    Err(FsError::NotFound) => Ok(Arc::new(Vec::new())),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(lists.iter().flat_map(|l| l.iter().cloned()).collect())
+    }
+
+    /// `readlink`.
+    pub async fn readlink(&self, ino: u64) -> Result<String> {
+        let node = self.node(ino)?;
+        match &node {
+            Node::RepoImageLink(..) => Ok(link_target(&node)),
+            Node::ParentLink(id) => {
+                let info = self.image(id).await?;
+                let parent = info.parent.as_ref().ok_or(FsError::NotFound)?;
+                Ok(format!("../{parent}"))
+            }
+            _ => Err(FsError::Invalid("not a symlink")),
+        }
+    }
+
+    /// `open`: writes are refused (the mount is read-only for now); small files are read whole.
+    pub async fn open(&self, ino: u64, write: bool) -> Result<Opened> {
+        let node = self.node(ino)?;
+        match node.kind() {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::Symlink => return Err(FsError::Invalid("symlink")),
+            Kind::File => {}
+        }
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let content = match &node {
+            Node::Tag(r, t) => {
+                let tags = self.repo_tags(r).await?;
+                let id = tags.get(t).ok_or(FsError::NotFound)?;
+                Some(Bytes::from(format!("{id}\n")))
+            }
+            Node::ImageFile(id, ImageFile::Json) => Some(self.image(id).await?.json.clone()),
+            Node::ImageFile(id, ImageFile::Ancestry) => {
+                let ids = self.image_ancestry(id).await?;
+                let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+                Some(Bytes::from(text))
+            }
+            Node::SearchResult(term) => Some(self.search_content(term).await?),
+            Node::ImageFile(id, ImageFile::Layer) => {
+                self.image(id).await?;
+                None
+            }
+            _ => return Err(FsError::NotFound),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(
+            fh,
+            Handle {
+                node: node.clone(),
+                content,
+                last_end: 0,
+                window: 0,
+                reads: 0,
+            },
+        );
+        Ok(Opened {
+            fh,
+            keep_cache: node.is_immutable(),
+        })
+    }
+
+    /// `read`: up to `size` bytes at `offset`; fewer only at the end of the file.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let (node, content, sequential, window, first) = {
+            let mut handles = lock(&self.handles);
+            let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
+            let sequential = h.reads > 0
+                && offset + REORDER_SLACK >= h.last_end
+                && offset <= h.last_end + REORDER_SLACK;
+            let bs = self.blocks.block_size();
+            let max_window = MAX_WINDOW.min(self.blocks.budget() / 4).max(bs);
+            h.window = if sequential {
+                (h.window * 2).clamp(bs, max_window)
+            } else {
+                bs
+            };
+            let first = h.reads == 0;
+            h.reads += 1;
+            h.last_end = h.last_end.max(offset + size as u64);
+            if !sequential {
+                h.last_end = offset + size as u64;
+            }
+            (
+                h.node.clone(),
+                h.content.clone(),
+                sequential,
+                h.window,
+                first,
+            )
+        };
+        if let Some(content) = content {
+            let len = content.len() as u64;
+            let start = offset.min(len) as usize;
+            let end = (offset + size as u64).min(len) as usize;
+            return Ok(content.slice(start..end));
+        }
+        let Node::ImageFile(id, ImageFile::Layer) = &node else {
+            return Err(FsError::BadHandle);
+        };
+        let layer_size = self.image(id).await?.layer_size;
+        if offset >= layer_size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + size as u64).min(layer_size);
+        self.read_layer(id, layer_size, offset..end, sequential, window, first)
+            .await
+    }
+
+    async fn read_layer(
+        &self,
+        id: &ImageId,
+        layer_size: u64,
+        range: std::ops::Range<u64>,
+        sequential: bool,
+        window: u64,
+        first: bool,
+    ) -> Result<Bytes> {
+        let bs = self.blocks.block_size();
+        let first_block = range.start / bs;
+        let last_block = (range.end - 1) / bs;
+        // Read ahead of a sequential reader; the window grows with each sequential read.
+        if sequential || first {
+            let ahead_end = (range.end + window).min(layer_size);
+            let ahead_last = ahead_end.saturating_sub(1) / bs;
+            for index in (last_block + 1)..=ahead_last {
+                if !self.blocks.is_present(id, index) {
+                    drop(self.blocks.block(&self.client, id, layer_size, index));
+                }
+            }
+        }
+        // A cold first read asks for exactly its bytes, so the first byte is not held up by a
+        // whole block; the blocks behind it are already on their way.
+        if first && !self.blocks.is_present(id, first_block) {
+            return self
+                .client
+                .layer_range(id, range)
+                .await
+                .map_err(FsError::from);
+        }
+        if first_block == last_block {
+            let block = self
+                .blocks
+                .block(&self.client, id, layer_size, first_block)
+                .await?;
+            let start = (range.start - first_block * bs) as usize;
+            let end = (range.end - first_block * bs) as usize;
+            return slice(&block, start, end);
+        }
+        let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+        for index in first_block..=last_block {
+            let block = self
+                .blocks
+                .block(&self.client, id, layer_size, index)
+                .await?;
+            let block_start = index * bs;
+            let start = range.start.max(block_start) - block_start;
+            let end = range.end.min(block_start + block.len() as u64) - block_start;
+            out.extend_from_slice(&slice(&block, start as usize, end as usize)?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// `release`.
+    pub fn release(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    /// The root's attributes, for the adapter's `init`-time checks.
+    pub async fn root(&self) -> Result<Entry> {
+        self.getattr(ROOT_INO).await
+    }
+
+    /// Bytes of layer data held in memory.
+    pub fn cached_bytes(&self) -> u64 {
+        self.blocks.bytes()
+    }
+}
+
+fn slice(block: &Bytes, start: usize, end: usize) -> Result<Bytes> {
+    if start > end || end > block.len() {
+        return Err(FsError::Registry(ClientError::Protocol(
+            "layer shorter than its size".into(),
+        )));
+    }
+    Ok(block.slice(start..end))
+}
+
+fn created(info: &ImageInfo, fallback: SystemTime) -> SystemTime {
+    info.created.unwrap_or(fallback)
+}
+
+/// The symlink target of a repository's image entry.
+fn link_target(node: &Node) -> String {
+    match node {
+        Node::RepoImageLink(_, id) => format!("../../../../images/{id}"),
+        _ => String::new(),
+    }
+}
+
+/// The name of a node in its parent directory.
+pub fn node_name(node: &Node) -> String {
+    match node {
+        Node::Root => String::new(),
+        Node::Repos => "repositories".into(),
+        Node::Images => "images".into(),
+        Node::Search => "search".into(),
+        Node::Namespace(ns) => ns.to_string(),
+        Node::Repo(r) => r.repo.to_string(),
+        Node::Tags(_) => "tags".into(),
+        Node::RepoImages(_) => "images".into(),
+        Node::Tag(_, t) => t.to_string(),
+        Node::RepoImageLink(_, id) | Node::Image(id) => id.to_string(),
+        Node::ImageFile(_, f) => f.name().into(),
+        Node::ParentLink(_) => "parent".into(),
+        Node::SearchResult(term) => term.clone(),
+    }
+}

@@ -1,0 +1,317 @@
+//! The `fuser::Filesystem` adapter: a thin wrapper around [`RegistryFs`] so the filesystem logic
+//! is testable without FUSE in the loop.
+//!
+//! Every callback has one shape: copy the arguments, spawn the operation on the async runtime
+//! (so no FUSE thread ever blocks on the network), and reply exactly once from the task, with
+//! the result or with the error's errno.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use tokio::runtime::Handle;
+
+use super::error::FsError;
+use super::fs::{Attr, RegistryFs};
+use super::tree::Kind;
+
+/// The adapter the FUSE session drives.
+pub struct FuseAdapter {
+    fs: Arc<RegistryFs>,
+    rt: Handle,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<RegistryFs>, rt: Handle) -> Self {
+        FuseAdapter { fs, rt }
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+impl From<&Attr> for FileAttr {
+    fn from(a: &Attr) -> Self {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind: file_type(a.kind),
+            perm: a.perm,
+            nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            blksize: 128 * 1024,
+            flags: 0,
+        }
+    }
+}
+
+fn errno(op: &str, e: &FsError) -> Errno {
+    if e.is_routine() {
+        tracing::debug!(op, error = %e, "operation failed");
+    } else {
+        tracing::warn!(op, error = %e, "operation failed");
+    }
+    Errno::from_i32(e.errno())
+}
+
+/// Adds INIT flags one at a time: one unsupported bit would make the kernel config refuse the
+/// whole set.
+fn add_capability(config: &mut KernelConfig, flag: InitFlags) {
+    if let Err(unsupported) = config.add_capabilities(flag) {
+        tracing::debug!(?unsupported, "kernel lacks a FUSE capability");
+    }
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_ASYNC_READ,
+        ] {
+            add_capability(config, flag);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        self.rt.spawn(async move {
+            let Some(name) = name.to_str() else {
+                return reply.error(Errno::ENOENT);
+            };
+            match fs.lookup(parent.0, name).await {
+                Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.getattr(ino.0).await {
+                Ok(e) => reply.attr(&e.ttl, &FileAttr::from(&e.attr)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(e) => reply.error(errno("readlink", &e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.open(ino.0, write).await {
+                Ok(o) => {
+                    let flags = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(o.fh), flags)
+                }
+                Err(e) => reply.error(errno("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let entries = match fs.readdir(ino.0).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(errno("readdir", &e)),
+            };
+            let dots = [(ino.0, "."), (ino.0, "..")];
+            let all = dots
+                .iter()
+                .map(|(i, n)| (*i, FileType::Directory, n.to_string()))
+                .chain(
+                    entries
+                        .into_iter()
+                        .map(|d| (d.entry.attr.ino, file_type(d.entry.attr.kind), d.name)),
+                );
+            for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(child), i as u64 + 1, kind, &name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let entries = match fs.readdir(ino.0).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(errno("readdirplus", &e)),
+            };
+            let this = match fs.getattr(ino.0).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(errno("readdirplus", &e)),
+            };
+            let mut i = 0u64;
+            for name in [".", ".."] {
+                i += 1;
+                if i > offset
+                    && reply.add(
+                        ino,
+                        i,
+                        name,
+                        &this.ttl,
+                        &FileAttr::from(&this.attr),
+                        Generation(0),
+                    )
+                {
+                    return reply.ok();
+                }
+            }
+            for d in entries {
+                i += 1;
+                if i <= offset {
+                    continue;
+                }
+                let attr = FileAttr::from(&d.entry.attr);
+                if reply.add(attr.ino, i, &d.name, &d.entry.ttl, &attr, Generation(0)) {
+                    break;
+                }
+                // The kernel holds a reference to every entry it was given.
+                fs.remember(d.entry.attr.ino);
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // A registry has no fixed capacity; report a large, mostly free one so `df` and
+        // installers that check free space are content.
+        let blocks = 1u64 << 32;
+        reply.statfs(blocks, blocks, blocks, 1 << 24, 1 << 24, 4096, 255, 4096);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // ENOSYS once makes the kernel stop asking, which keeps `ls -l` cheap.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+}

@@ -1,0 +1,279 @@
+//! Running a mount: the embedded registry when no `--registry` is given, the FUSE session,
+//! kernel tuning, and a clean end on SIGINT, SIGTERM or `fusermount3 -u`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fs::{FsConfig, RegistryFs};
+use super::fuse::FuseAdapter;
+use crate::client::{ClientConfig, RegistryClient};
+use crate::server::ServeConfig;
+
+/// Everything `regfs mount` needs, validated.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub mountpoint: PathBuf,
+    /// The registry to mount; `None` serves the embedded one from `serve`.
+    pub registry: Option<String>,
+    /// The embedded registry's settings (used when `registry` is `None`).
+    pub serve: ServeConfig,
+    pub credentials: Option<(String, String)>,
+    pub fs: FsConfig,
+    pub timeout: Duration,
+    pub threads: usize,
+    pub allow_other: bool,
+    /// Raise the kernel's readahead for the mount (root only; best effort).
+    pub readahead_kb: Option<u32>,
+}
+
+/// Why a mount could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("cannot start the embedded registry: {0}")]
+    Serve(#[from] crate::server::ServeError),
+    #[error("registry client: {0}")]
+    Client(#[from] crate::client::ClientError),
+    #[error("cannot mount {path}: {source}")]
+    Mount {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("mountpoint {0} is not an existing directory")]
+    Mountpoint(String),
+    #[error("unmounting {path} failed: {source}")]
+    Unmount {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A mounted filesystem; unmounted when dropped or by [`Mounted::unmount`].
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    path: PathBuf,
+    fs: Arc<RegistryFs>,
+}
+
+impl Mounted {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn fs(&self) -> &Arc<RegistryFs> {
+        &self.fs
+    }
+
+    /// Whether the session ended by itself (an external `fusermount3 -u`).
+    pub fn is_finished(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+
+    /// Unmounts and waits for the session to end; falls back to a lazy unmount when the
+    /// mountpoint is busy.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), MountError> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if session.guard.is_finished() {
+            let _ = session.join();
+            return Ok(());
+        }
+        match session.umount_and_join() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "unmount failed; detaching lazily");
+                lazy_unmount(&self.path).map_err(|source| MountError::Unmount {
+                    path: self.path.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::error!(error = %e, "could not unmount");
+        }
+    }
+}
+
+/// `fusermount3 -u -z`, then `umount -l`.
+fn lazy_unmount(path: &std::path::Path) -> std::io::Result<()> {
+    for (cmd, args) in [("fusermount3", ["-u", "-z"]), ("umount", ["-l", ""])] {
+        let mut c = std::process::Command::new(cmd);
+        for a in args.iter().filter(|a| !a.is_empty()) {
+            c.arg(a);
+        }
+        if let Ok(status) = c.arg(path).status() {
+            if status.success() {
+                return Ok(());
+            }
+        }
+    }
+    Err(std::io::Error::other("lazy unmount failed"))
+}
+
+/// Mounts `fs` at `path` with a FUSE session of `threads` workers, replying from `rt`.
+pub fn mount_fs(
+    fs: Arc<RegistryFs>,
+    path: &std::path::Path,
+    rt: tokio::runtime::Handle,
+    threads: usize,
+    allow_other: bool,
+    readahead_kb: Option<u32>,
+) -> Result<Mounted, MountError> {
+    if !path.is_dir() {
+        return Err(MountError::Mountpoint(path.display().to_string()));
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("regfs".into()),
+        fuser::MountOption::Subtype("regfs".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoAtime,
+        // Writes are not offered yet: the kernel refuses them with EROFS.
+        fuser::MountOption::RO,
+    ];
+    if allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    let adapter = FuseAdapter::new(fs.clone(), rt);
+    let session =
+        fuser::spawn_mount(adapter, path, &config).map_err(|source| MountError::Mount {
+            path: path.display().to_string(),
+            source,
+        })?;
+    if let Some(kb) = readahead_kb {
+        raise_readahead(path, kb);
+    }
+    Ok(Mounted {
+        session: Some(session),
+        path: path.to_path_buf(),
+        fs,
+    })
+}
+
+/// The kernel asks a FUSE filesystem for 128 KiB of readahead at a time unless root raises the
+/// mount's bdi setting; larger requests mean far fewer round trips per GiB.
+fn raise_readahead(path: &std::path::Path, kb: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::debug!(knob, kb, "raised readahead"),
+        Err(e) => tracing::debug!(knob, error = %e, "could not raise readahead"),
+    }
+}
+
+/// The uid and gid this process runs as (owner of every file in the mount).
+pub fn current_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .unwrap_or((0, 0))
+}
+
+/// Runs a mount until a signal or an external unmount. `announce` receives the registry URL
+/// once it is known (the embedded server's, or `--registry`).
+pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(), MountError> {
+    let (stop_server, server_task, url, credentials) = match &config.registry {
+        Some(url) => (None, None, url.clone(), config.credentials.clone()),
+        None => {
+            let server = bind_embedded(&config.serve).await?;
+            let url = server.url();
+            let creds = config.credentials.clone().or_else(|| {
+                config
+                    .serve
+                    .admin
+                    .as_ref()
+                    .map(|(u, p)| (u.to_string(), p.clone()))
+            });
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server.serve(async {
+                let _ = rx.await;
+            }));
+            (Some(tx), Some(task), url, creds)
+        }
+    };
+    announce(&url);
+    let client = RegistryClient::new(ClientConfig {
+        url: url.clone(),
+        credentials,
+        timeout: config.timeout,
+    })?;
+    if let Err(e) = client.ping().await {
+        tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
+    }
+    let fs = Arc::new(RegistryFs::new(client, config.fs.clone()));
+    let mounted = {
+        let fs = fs.clone();
+        let path = config.mountpoint.clone();
+        let rt = tokio::runtime::Handle::current();
+        let (threads, allow_other, ra) = (config.threads, config.allow_other, config.readahead_kb);
+        tokio::task::spawn_blocking(move || mount_fs(fs, &path, rt, threads, allow_other, ra))
+            .await
+            .map_err(|e| MountError::Mount {
+                path: config.mountpoint.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+    tracing::info!(mountpoint = %config.mountpoint.display(), %url, "mounted");
+    let mut signal = std::pin::pin!(crate::server::shutdown_signal());
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if mounted.is_finished() {
+                    tracing::info!("unmounted from outside");
+                    break;
+                }
+            }
+        }
+    }
+    let result = tokio::task::spawn_blocking(move || mounted.unmount())
+        .await
+        .map_err(|e| MountError::Unmount {
+            path: config.mountpoint.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    if let Some(tx) = stop_server {
+        let _ = tx.send(());
+    }
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    result
+}
+
+/// Binds the embedded registry on its address, or on a free port when that one is taken.
+async fn bind_embedded(
+    serve: &ServeConfig,
+) -> Result<crate::server::BoundServer, crate::server::ServeError> {
+    match crate::server::bind(serve).await {
+        Ok(s) => Ok(s),
+        Err(crate::server::ServeError::Bind { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            let mut fallback = serve.clone();
+            fallback.listen.set_port(0);
+            tracing::info!(wanted = %serve.listen, "address in use; picking a free port");
+            crate::server::bind(&fallback).await
+        }
+        Err(e) => Err(e),
+    }
+}
