@@ -92,7 +92,9 @@ pub trait Upload: Send {
 /// The store the registry keeps its objects in.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
-    /// Streams an object, or the byte `range` of it (clamped by the caller to the object size).
+    /// Streams an object, or the byte `range` of it. A range reaching past the end is cut at
+    /// the end (`Download::range` says what is streamed); one starting at or past the end, or
+    /// empty, is [`StorageError::InvalidRange`].
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Download, StorageError>;
 
     /// Reads a small object whole; refuses objects over `limit` bytes.

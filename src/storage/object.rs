@@ -34,6 +34,8 @@ pub struct ObjectBackend {
     part_size: usize,
     /// Parts of one upload in flight at once; with `part_size` this bounds an upload's memory.
     part_concurrency: usize,
+    /// Whether empty "directories" can exist (a local filesystem) and must be hidden.
+    prune_empty_dirs: bool,
 }
 
 impl ObjectBackend {
@@ -44,7 +46,9 @@ impl ObjectBackend {
         let fs = LocalFileSystem::new_with_prefix(dir)?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        Ok(Self::new(Arc::new(fs), 4 * 1024 * 1024, 2))
+        let mut backend = Self::new(Arc::new(fs), 4 * 1024 * 1024, 2);
+        backend.prune_empty_dirs = true;
+        Ok(backend)
     }
 
     /// Process memory.
@@ -58,6 +62,7 @@ impl ObjectBackend {
             inner,
             part_size,
             part_concurrency: part_concurrency.max(1),
+            prune_empty_dirs: false,
         }
     }
 
@@ -83,10 +88,16 @@ impl BlobStore for ObjectBackend {
         let result = match self.inner.get_opts(&Self::path(key), opts).await {
             Err(object_store::Error::NotModified { .. }) => return Err(StorageError::NotFound),
             Err(e @ object_store::Error::Generic { .. }) if range.is_some() => {
-                // A range past the end is reported as a generic error by some backends.
+                // Backends report a range past the end as a generic error; tell that apart
+                // from a real failure by looking at the object.
                 let size = self.head(key).await?.size;
-                tracing::debug!(error = %e, "range read refused");
-                return Err(StorageError::InvalidRange { size });
+                match &range {
+                    Some(r) if r.start >= size || r.is_empty() => {
+                        tracing::debug!(error = %e, "range read refused");
+                        return Err(StorageError::InvalidRange { size });
+                    }
+                    _ => return Err(e.into()),
+                }
             }
             other => other?,
         };
@@ -139,7 +150,12 @@ impl BlobStore for ObjectBackend {
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         match self.inner.delete(&Self::path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            // A key that is only a prefix of other objects (a directory on the local backend)
+            // is not an object: nothing to delete.
+            Err(e) => match self.head(key).await {
+                Err(StorageError::NotFound) => Ok(()),
+                _ => Err(e.into()),
+            },
         }
     }
 
@@ -161,8 +177,18 @@ impl BlobStore for ObjectBackend {
             .list_with_delimiter(Some(&Self::path(prefix)))
             .await?;
         let last = |p: &Path| p.filename().map(str::to_string);
+        let mut dirs = Vec::with_capacity(result.common_prefixes.len());
+        for prefix in &result.common_prefixes {
+            // A directory left behind by an unfinished upload holds no object: not a prefix.
+            if self.prune_empty_dirs && self.inner.list(Some(prefix)).next().await.is_none() {
+                continue;
+            }
+            if let Some(name) = last(prefix) {
+                dirs.push(name);
+            }
+        }
         Ok(DirListing {
-            dirs: result.common_prefixes.iter().filter_map(last).collect(),
+            dirs,
             objects: result
                 .objects
                 .iter()
