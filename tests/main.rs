@@ -14,6 +14,13 @@ mod storage;
 /// The built binary: arguments, start-up, the URL on stdout.
 mod cli;
 
+/// The mount's filesystem logic driven directly, without a kernel mount.
+mod fs;
+
 /// Real FUSE mounts; needs /dev/fuse and fusermount3 (`--features fuse-tests`).
 #[cfg(feature = "fuse-tests")]
 mod mount;
+
+/// The `regfs mount` process: embedded default, signals, registry outages under a live mount.
+#[cfg(feature = "fuse-tests")]
+mod mount_process;
