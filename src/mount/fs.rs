@@ -47,8 +47,8 @@ impl Default for FsConfig {
         FsConfig {
             ttl: Duration::from_secs(1),
             cache_size: 256 * 1024 * 1024,
-            block_size: 4 * 1024 * 1024,
-            max_fetches: 8,
+            block_size: 8 * 1024 * 1024,
+            max_fetches: 4,
             uid: 0,
             gid: 0,
         }
@@ -529,6 +529,7 @@ impl RegistryFs {
 
     /// `read`: up to `size` bytes at `offset`; fewer only at the end of the file.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        tracing::trace!(fh, offset, size, "read");
         let (node, content, sequential, window, first) = {
             let mut handles = lock(&self.handles);
             let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;

@@ -1,0 +1,755 @@
+#!/usr/bin/env bash
+# Benchmarks for regfs.
+#
+# Usage:
+#   scripts/bench.sh                 # run every section
+#   scripts/bench.sh server          # run only the named section(s)
+#   BENCH_SECTIONS="server" scripts/bench.sh
+#   scripts/bench.sh --list          # list sections
+#
+# Sections:
+#   server   HTTP server against nginx (static files) and dd, on loopback:
+#            1 GiB layer GET, concurrent layer GETs, small GETs per second,
+#            1 GiB layer PUT, and peak server RSS over idle.
+#
+# Knobs (environment):
+#   BENCH_LAYER_MIB   size of the big layer in MiB                 (1024)
+#   BENCH_CONC        concurrent GETs in the concurrency test      (64)
+#   BENCH_CONC_MIB    size of the layer used for that test, MiB    (64)
+#   BENCH_REPS        repetitions of each throughput test (median) (5)
+#   BENCH_DURATION    seconds per small-GET load run               (8)
+#   BENCH_WRK_CONNS   connections for the small-GET load runs      (64)
+#   BENCH_WRK_THREADS wrk threads                                  (2)
+#   BENCH_TMPDIR      where the scratch dir goes (needs ~9 GiB of disk;
+#                     default: target/bench-tmp under the repo root)
+#   BENCH_SKIP_BUILD  set to 1 to use the existing release binary
+#   BENCH_BIN         regfs binary to run (default target/release/regfs)
+#   BENCH_STRICT      set to 1 to exit 1 when any target is missed
+#   BENCH_ACCESS_LOG  1: both servers write access logs (regfs at its default
+#                     log level, nginx to a file). Default 0: neither does
+#                     (regfs runs with RUST_LOG=warn, nginx with access_log off)
+#   BENCH_TSV         if set, append results as tab-separated lines to this file
+#   BENCH_PUT_BASELINE  auto|fsync|nofsync: the dd run the layer PUT is held
+#                     against. auto (default) looks at how much of the upload
+#                     is still dirty in the page cache when the PUT returns:
+#                     if regfs fsyncs, dd conv=fsync; if not, plain dd.
+#
+# Output: progress on stderr; per section a table on stdout with each figure,
+# its baseline, the ratio, the target and PASS/MISS.
+#
+# Adding a section: write a function section_NAME that ends with
+# print_results, and add NAME to ALL_SECTIONS.
+#
+# Needs: curl, nginx, wrk (installed through apt-get when missing and running
+# as root or with sudo). Everything runs on 127.0.0.1; nginx runs with a
+# private config and prefix in the scratch dir, not the system one.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${BENCH_BIN:-$ROOT/target/release/regfs}
+
+ALL_SECTIONS=(server)
+
+LAYER_MIB=${BENCH_LAYER_MIB:-1024}
+CONC=${BENCH_CONC:-64}
+CONC_MIB=${BENCH_CONC_MIB:-64}
+REPS=${BENCH_REPS:-5}
+DURATION=${BENCH_DURATION:-8}
+WRK_CONNS=${BENCH_WRK_CONNS:-64}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+ACCESS_LOG=${BENCH_ACCESS_LOG:-0}
+
+ADMIN_USER="admin"
+ADMIN_PASS="bench-$RANDOM$RANDOM"
+REPO=library/bench
+
+# ---------------------------------------------------------------- helpers
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# die from a command substitution also takes the main script down
+die() {
+  log "ERROR: $*"
+  if [[ -n ${SERVER_PID:-} ]] && ! alive "$SERVER_PID"; then
+    log "regfs (pid $SERVER_PID) is no longer running; the end of its stderr:"
+    tail -n 20 "$WORK/server.err" >&2 2>/dev/null || true
+  fi
+  [[ $BASHPID == "$$" ]] || kill -USR1 "$$" 2>/dev/null
+  exit 1
+}
+
+now_ns() { date +%s%N; }
+
+# running, and not a zombie waiting to be reaped
+alive() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
+# median of the numbers given as arguments
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print 0; exit}
+  if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+
+# float helpers
+fdiv() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print 0; else printf "%.6f\n", a/b }'; }
+fmt_mibs() { awk -v x="$1" 'BEGIN{ printf "%.0f MiB/s", x/1048576 }'; }
+fmt_rps() { awk -v x="$1" 'BEGIN{ printf "%.0f req/s", x }'; }
+
+# ---------------------------------------------------------------- cleanup
+
+WORK=""
+WORK_BASE_CREATED=""
+declare -a CLEANUP_PIDS=()
+
+cleanup() {
+  local rc=$? pid
+  set +e
+  for pid in "${CLEANUP_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null
+    fi
+  done
+  for pid in "${CLEANUP_PIDS[@]}"; do
+    # give each process up to 10 s, then KILL it
+    for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  if [[ -n "$WORK" && -d "$WORK" ]]; then
+    rm -rf "$WORK"
+    [[ -n $WORK_BASE_CREATED ]] && rmdir "$WORK_BASE_CREATED" 2>/dev/null
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 1' USR1
+
+track_pid() { CLEANUP_PIDS+=("$1"); }
+
+untrack_pid() {
+  local -a keep=()
+  local p
+  for p in "${CLEANUP_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  CLEANUP_PIDS=("${keep[@]}")
+}
+
+# stop one tracked process now (TERM, wait)
+stop_pid() {
+  local pid=$1
+  untrack_pid "$pid"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+  alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- results
+
+declare -a RESULTS=()
+MISSES=0
+
+# record NAME REGFS_TEXT BASELINE_TEXT RATIO_OR_VALUE TARGET_TEXT OK(1/0)
+record() {
+  RESULTS+=("$1|$2|$3|$4|$5|$6")
+  [[ $6 == 1 ]] || MISSES=$((MISSES + 1))
+  if [[ -n ${BENCH_TSV:-} ]]; then
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "$4" "$5" \
+      "$([[ $6 == 1 ]] && echo PASS || echo MISS)" >>"$BENCH_TSV"
+  fi
+}
+
+# record a ratio against a ">= target" goal
+record_ratio() { # name regfs_val baseline_val target fmtfn baseline_label
+  local name=$1 a=$2 b=$3 target=$4 fmt=$5 blabel=$6 ratio ok
+  ratio=$(fdiv "$a" "$b")
+  ok=$(awk -v r="$ratio" -v t="$target" 'BEGIN{ print (r >= t) ? 1 : 0 }')
+  record "$name" "$($fmt "$a")" "$blabel $($fmt "$b")" \
+    "$(awk -v r="$ratio" 'BEGIN{ printf "%.2fx", r }')" \
+    "$(awk -v t="$target" 'BEGIN{ printf ">= %.2fx", t }')" "$ok"
+}
+
+print_results() {
+  local title=$1 line
+  echo
+  echo "== $title =="
+  printf '%-34s %-14s %-34s %-7s %-10s %s\n' metric regfs baseline ratio target result
+  printf '%-34s %-14s %-34s %-7s %-10s %s\n' \
+    ---------------------------------- -------------- ---------------------------------- ------- ---------- ------
+  for line in "${RESULTS[@]}"; do
+    IFS='|' read -r n a b r t ok <<<"$line"
+    printf '%-34s %-14s %-34s %-7s %-10s %s\n' "$n" "$a" "$b" "$r" "$t" \
+      "$([[ $ok == 1 ]] && echo PASS || echo MISS)"
+  done
+  echo
+  RESULTS=()
+}
+
+# ---------------------------------------------------------------- setup
+
+need_tools() {
+  local -a pkgs=()
+  command -v curl >/dev/null || pkgs+=(curl)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx-light)
+  command -v wrk >/dev/null || pkgs+=(wrk)
+  command -v cmp >/dev/null || pkgs+=(diffutils)
+  ((${#pkgs[@]} == 0)) && return 0
+  local sudo=""
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || die "missing ${pkgs[*]} and not root; install them first"
+    sudo=sudo
+  fi
+  log "installing ${pkgs[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+}
+
+NGINX=""
+find_nginx() {
+  NGINX=$(command -v nginx || true)
+  [[ -n $NGINX ]] || NGINX=/usr/sbin/nginx
+  [[ -x $NGINX ]] || die "nginx not found"
+}
+
+build() {
+  if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
+    log "skipping build (BENCH_SKIP_BUILD=1)"
+  else
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+  fi
+  [[ -x $BIN ]] || die "no binary at $BIN"
+}
+
+make_workdir() {
+  local base=${BENCH_TMPDIR:-$ROOT/target/bench-tmp}
+  [[ -d $base ]] || WORK_BASE_CREATED=$base
+  mkdir -p "$base"
+  WORK=$(mktemp -d "$base/bench.XXXXXX")
+  # nginx workers run as an unprivileged user when started as root
+  chmod 755 "$WORK"
+  log "scratch dir $WORK"
+}
+
+# percent of all CPU time that was busy over one second
+cpu_busy_pct() {
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{ split(a, x, " "); split(b, y, " ");
+    busy = y[1] - x[1]; idle = y[2] - x[2];
+    printf "%.0f\n", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
+}
+
+# warn when something else is using the machine: the figures would be noise
+check_quiet() {
+  local busy
+  busy=$(cpu_busy_pct)
+  if ((busy > 20)); then
+    log "WARNING: the CPUs were ${busy}% busy before the run started; figures will be noisy"
+  else
+    log "CPUs ${busy}% busy before the run"
+  fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+NGINX_URL=""    # stock static-file config: sendfile on, tcp_nopush on
+NGINX_URL_RW="" # sendfile off, 2 x 1 MiB output buffers (plain read+write)
+NGINX_PID=""
+# start_nginx DOCROOT: serve DOCROOT statically on two free loopback ports,
+# one per config. Which of the two is faster for big files depends on the
+# machine, so the big-file tests hold regfs against the better one.
+start_nginx() {
+  local docroot=$1 prefix="$WORK/nginx" port attempt user="" access="access_log off;"
+  mkdir -p "$prefix/logs" "$prefix/tmp"
+  [[ $ACCESS_LOG == 1 ]] && access="access_log $prefix/logs/access.log;"
+  # as root, keep the workers as root too so they can read the scratch dir
+  [[ $(id -u) == 0 ]] && user="user root;"
+  for attempt in 1 2 3 4 5 6 7 8; do
+    port=$((20000 + RANDOM % 40000))
+    port_in_use "$port" && continue
+    port_in_use "$((port + 1))" && continue
+    cat >"$prefix/nginx.conf" <<EOF
+$user
+worker_processes auto;
+daemon off;
+pid $prefix/nginx.pid;
+error_log $prefix/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    $access
+    tcp_nodelay on;
+    keepalive_requests 100000000;
+    keepalive_timeout 65;
+    client_body_temp_path $prefix/tmp/body;
+    proxy_temp_path $prefix/tmp/proxy;
+    fastcgi_temp_path $prefix/tmp/fastcgi;
+    uwsgi_temp_path $prefix/tmp/uwsgi;
+    scgi_temp_path $prefix/tmp/scgi;
+    types { application/json json; }
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$port;
+        sendfile on;
+        tcp_nopush on;
+        root $docroot;
+        location / { }
+    }
+    server {
+        listen 127.0.0.1:$((port + 1));
+        sendfile off;
+        output_buffers 2 1m;
+        root $docroot;
+        location / { }
+    }
+}
+EOF
+    "$NGINX" -p "$prefix" -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" \
+      >"$prefix/logs/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    track_pid "$NGINX_PID"
+    for _ in $(seq 50); do
+      if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null &&
+        curl -s -o /dev/null "http://127.0.0.1:$((port + 1))/" 2>/dev/null; then
+        NGINX_URL="http://127.0.0.1:$port"
+        NGINX_URL_RW="http://127.0.0.1:$((port + 1))"
+        log "nginx $(nginx_version) at $NGINX_URL (sendfile) and $NGINX_URL_RW (read+write), pid $NGINX_PID"
+        return 0
+      fi
+      kill -0 "$NGINX_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    stop_pid "$NGINX_PID"
+    log "nginx did not come up on port $port (attempt $attempt): $(tail -2 "$prefix/logs/error.log" 2>/dev/null)"
+  done
+  die "could not start nginx"
+}
+
+nginx_version() { "$NGINX" -v 2>&1 | sed 's/.*\///'; }
+
+SERVER_URL=""
+SERVER_PID=""
+start_server() { # storage dir
+  local storage=$1 out="$WORK/server.out"
+  local -a envs=()
+  mkdir -p "$storage"
+  [[ $ACCESS_LOG == 1 ]] || envs=(RUST_LOG=warn)
+  env "${envs[@]}" "$BIN" serve --listen 127.0.0.1:0 --storage "$storage" \
+    --admin-user "$ADMIN_USER" --admin-password "$ADMIN_PASS" \
+    >"$out" 2>"$WORK/server.err" &
+  SERVER_PID=$!
+  track_pid "$SERVER_PID"
+  for _ in $(seq 200); do
+    SERVER_URL=$(head -n1 "$out" 2>/dev/null || true)
+    if [[ $SERVER_URL == http://* ]]; then
+      log "regfs at $SERVER_URL (pid $SERVER_PID)"
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  tail -20 "$WORK/server.err" >&2 || true
+  die "regfs did not print its URL"
+}
+
+rss_kib() { # pid field(VmRSS|VmHWM)
+  local k v _
+  while read -r k v _; do
+    if [[ $k == "$2:" ]]; then echo "$v"; return 0; fi
+  done <"/proc/$1/status"
+  echo 0
+}
+
+RSS_SAMPLER_PID=""
+RSS_LOG=""
+# log VmRSS (KiB) of PID every 50 ms to FILE, as "time S kib" lines
+start_rss_sampler() { # pid file
+  local pid=$1
+  RSS_LOG=$2
+  : >"$RSS_LOG"
+  (
+    while [[ -r /proc/$pid/status ]]; do
+      while read -r k val _; do
+        if [[ $k == VmRSS: ]]; then
+          printf '%s S %s\n' "$EPOCHREALTIME" "$val"
+          break
+        fi
+      done <"/proc/$pid/status" 2>/dev/null || break
+      sleep 0.05
+    done >>"$RSS_LOG"
+  ) &
+  RSS_SAMPLER_PID=$!
+  track_pid "$RSS_SAMPLER_PID"
+}
+
+# mark the start of a phase in the RSS log (a name without spaces)
+rss_phase() { [[ -z $RSS_LOG ]] || printf '%s P %s\n' "$EPOCHREALTIME" "$1" >>"$RSS_LOG"; }
+
+# print "phase peak_kib" for each phase, in order
+rss_phase_peaks() {
+  sort -g -k1,1 "$RSS_LOG" | awk '
+    $2 == "P" { ph = $3; if (!(ph in peak)) { order[++n] = ph; peak[ph] = 0 } next }
+    $2 == "S" { if (ph == "") { ph = "start"; order[++n] = ph; peak[ph] = 0 }
+                if ($3 + 0 > peak[ph]) peak[ph] = $3 + 0 }
+    END { for (i = 1; i <= n; i++) print order[i], peak[order[i]] }'
+}
+
+# ---------------------------------------------------------------- regfs API
+
+# api METHOD PATH [curl args...]: authenticated call, must return 200
+api() {
+  local method=$1 path=$2 code
+  shift 2
+  code=$(curl -sS -o "$WORK/api.resp" -w '%{http_code}' -u "$ADMIN_USER:$ADMIN_PASS" \
+    -X "$method" "$@" "$SERVER_URL$path") || die "$method $path: curl failed"
+  if [[ $code != 200 ]]; then
+    die "$method $path: HTTP $code: $(head -c 400 "$WORK/api.resp")"
+  fi
+}
+
+new_id() { head -c 64 /dev/urandom | sha256sum | cut -c1-64; }
+
+create_repo() {
+  api PUT "/v1/repositories/$REPO/" -H 'Content-Type: application/json' --data-binary '[]'
+}
+
+put_image_json() { # id
+  api PUT "/v1/images/$1/json" -H 'Content-Type: application/json' \
+    --data-binary "{\"id\":\"$1\"}"
+}
+
+# put_layer ID FILE -> prints "bytes seconds"
+put_layer() {
+  local id=$1 file=$2 out code size t
+  out=$(curl -sS -o "$WORK/api.resp" -w '%{http_code} %{size_upload} %{time_total}' \
+    -u "$ADMIN_USER:$ADMIN_PASS" -T "$file" "$SERVER_URL/v1/images/$id/layer") ||
+    die "PUT layer $id: curl failed"
+  read -r code size t <<<"$out"
+  [[ $code == 200 ]] || die "PUT layer $id: HTTP $code: $(head -c 400 "$WORK/api.resp")"
+  echo "$size $t"
+}
+
+put_checksum() { # id file
+  local id=$1 file=$2 sum
+  sum=$({ printf '{"id":"%s"}\n' "$id"; cat "$file"; } | sha256sum | cut -c1-64)
+  api PUT "/v1/images/$id/checksum" -H "X-Docker-Checksum-Payload: sha256:$sum" \
+    -H 'Content-Length: 0'
+}
+
+put_tag() { # tag id
+  api PUT "/v1/repositories/$REPO/tags/$1" -H 'Content-Type: application/json' \
+    --data-binary "\"$2\""
+}
+
+push_image() { # id file tag
+  put_image_json "$1"
+  put_layer "$1" "$2" >/dev/null
+  put_checksum "$1" "$2"
+  put_tag "$3" "$1"
+}
+
+# ---------------------------------------------------------------- measurements
+
+# get_once URL EXPECTED_BYTES -> prints bytes/s
+get_once() {
+  local url=$1 want=$2 out code size t
+  out=$(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}' "$url") ||
+    die "GET $url: curl failed"
+  read -r code size t <<<"$out"
+  [[ $code == 200 && $size == "$want" ]] || die "GET $url: HTTP $code, $size bytes (want 200, $want)"
+  fdiv "$size" "$t"
+}
+
+# get_concurrent URL N EXPECTED_BYTES -> prints aggregate bytes/s
+get_concurrent() {
+  local url=$1 n=$2 want=$3 dir t0 t1 i code size bad=0 first=""
+  local -a pids=()
+  dir=$(mktemp -d "$WORK/conc.XXXXXX")
+  t0=$(now_ns)
+  for ((i = 0; i < n; i++)); do
+    curl -sS -o /dev/null -w '%{http_code} %{size_download}\n' "$url" >"$dir/$i" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || true; done
+  t1=$(now_ns)
+  for ((i = 0; i < n; i++)); do
+    code="" size=""
+    read -r code size <"$dir/$i" || true
+    if [[ $code != 200 || $size != "$want" ]]; then
+      ((bad == 0)) && first=$(tr '\n' ' ' <"$dir/$i")
+      bad=$((bad + 1))
+    fi
+  done
+  rm -rf "$dir"
+  ((bad == 0)) || die "concurrent GET $url: $bad of $n transfers failed or were short; first: $first"
+  fdiv "$((n * want))" "$(fdiv "$((t1 - t0))" 1000000000)"
+}
+
+# load_rps URL -> prints "requests/s failed_requests" (wrk, fixed duration)
+load_rps() {
+  local url=$1 out rps errs
+  out=$(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" "$url" 2>&1) || die "wrk $url failed: $out"
+  rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
+  [[ -n $rps ]] || die "could not parse wrk output: $out"
+  # "Non-2xx or 3xx responses: N" and "Socket errors: connect A, read B, write C, timeout D"
+  errs=$(awk '/Non-2xx or 3xx responses:/{s+=$NF}
+    /Socket errors:/{gsub(/,/,""); s+=$4+$6+$8+$10} END{print s+0}' <<<"$out")
+  if ((errs > 0)); then
+    log "wrk $url: $errs failed requests:"
+    grep -E 'Non-2xx|Socket errors' <<<"$out" >&2
+  fi
+  echo "$rps $errs"
+}
+
+dirty_kib() { awk '/^(Dirty|Writeback):/{s+=$2} END{print s+0}' /proc/meminfo; }
+
+# dd_write SRC DST FSYNC(1/0) -> prints bytes/s
+dd_write() {
+  local src=$1 dst=$2 fsync=$3 t0 t1 size
+  local -a flags=()
+  [[ $fsync == 1 ]] && flags=(conv=fsync)
+  size=$(stat -c %s "$src")
+  t0=$(now_ns)
+  dd if="$src" of="$dst" bs=1M "${flags[@]}" status=none
+  t1=$(now_ns)
+  rm -f "$dst"
+  fdiv "$size" "$(fdiv "$((t1 - t0))" 1000000000)"
+}
+
+# ---------------------------------------------------------------- section: server
+
+# the better of the two nginx medians; sets NG_BEST and NG_NOTE
+pick_nginx() { # median_sendfile median_readwrite
+  NG_NOTE="sendfile $(fmt_mibs "$1"), read+write $(fmt_mibs "$2")"
+  if awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a >= b) }'; then NG_BEST=$1; else NG_BEST=$2; fi
+}
+
+mibs_list() { local v; for v in "$@"; do printf '%s  ' "$(fmt_mibs "$v")"; done; }
+
+section_server() {
+  local data="$WORK/www" storage="$WORK/storage" big small big_bytes small_bytes
+  local big_id small_id idle_kib peak_kib hwm_kib i
+  local -a a b c
+  mkdir -p "$data" "$storage"
+  chmod 755 "$data"
+
+  big="$data/big.layer"
+  small="$data/conc.layer"
+  log "generating ${LAYER_MIB} MiB test layer"
+  head -c "$((LAYER_MIB * 1048576))" /dev/urandom >"$big"
+  head -c "$((CONC_MIB * 1048576))" "$big" >"$small"
+  big_bytes=$(stat -c %s "$big")
+  small_bytes=$(stat -c %s "$small")
+  chmod 644 "$big" "$small"
+
+  start_nginx "$data"
+  start_server "$storage"
+
+  sleep 1
+  idle_kib=$(rss_kib "$SERVER_PID" VmRSS)
+  log "regfs idle RSS $((idle_kib / 1024)) MiB"
+  start_rss_sampler "$SERVER_PID" "$WORK/rss.log"
+
+  rss_phase push
+  log "pushing test images (${LAYER_MIB} MiB and ${CONC_MIB} MiB layers)"
+  big_id=$(new_id)
+  small_id=$(new_id)
+  create_repo
+  push_image "$big_id" "$big" latest
+  push_image "$small_id" "$small" conc
+
+  # the small-GET baselines serve exactly the bytes regfs returns
+  curl -fsS -o "$data/image.json" "$SERVER_URL/v1/images/$big_id/json" || die "GET image json failed"
+  curl -fsS -o "$data/tags.json" "$SERVER_URL/v1/repositories/$REPO/tags" || die "GET tags failed"
+  chmod 644 "$data/image.json" "$data/tags.json"
+  log "image json is $(stat -c %s "$data/image.json") bytes, tags $(stat -c %s "$data/tags.json") bytes"
+
+  rss_phase check
+  log "checking the layer round trip and a Range request"
+  curl -fsS "$SERVER_URL/v1/images/$big_id/layer" | cmp -s - "$big" ||
+    die "GET layer returned different bytes than were pushed"
+  local range_code
+  range_code=$(curl -sS -o "$WORK/range.out" -w '%{http_code}' -H 'Range: bytes=1000-1999' \
+    "$SERVER_URL/v1/images/$big_id/layer")
+  if [[ $range_code != 206 ]] || ! cmp -s "$WORK/range.out" <(tail -c +1001 "$big" | head -c 1000); then
+    log "WARNING: Range request answered HTTP $range_code or wrong bytes"
+  fi
+
+  # 1. one big GET at a time; the three servers take turns so noise hits all alike
+  rss_phase get-big
+  log "${LAYER_MIB} MiB GET x $REPS"
+  get_once "$NGINX_URL/big.layer" "$big_bytes" >/dev/null # warm up
+  a=() b=() c=()
+  for ((i = 0; i < REPS; i++)); do
+    a+=("$(get_once "$SERVER_URL/v1/images/$big_id/layer" "$big_bytes")")
+    b+=("$(get_once "$NGINX_URL/big.layer" "$big_bytes")")
+    c+=("$(get_once "$NGINX_URL_RW/big.layer" "$big_bytes")")
+  done
+  log "  regfs:            $(mibs_list "${a[@]}")"
+  log "  nginx sendfile:   $(mibs_list "${b[@]}")"
+  log "  nginx read+write: $(mibs_list "${c[@]}")"
+  pick_nginx "$(median "${b[@]}")" "$(median "${c[@]}")"
+  log "  baseline is the better nginx median ($NG_NOTE)"
+  record_ratio "${LAYER_MIB} MiB layer GET (median/$REPS)" \
+    "$(median "${a[@]}")" "$NG_BEST" 0.9 fmt_mibs nginx
+
+  # 2. concurrent GETs
+  rss_phase get-concurrent
+  log "$CONC concurrent GETs of a ${CONC_MIB} MiB layer x $REPS"
+  a=() b=() c=()
+  for ((i = 0; i < REPS; i++)); do
+    a+=("$(get_concurrent "$SERVER_URL/v1/images/$small_id/layer" "$CONC" "$small_bytes")")
+    b+=("$(get_concurrent "$NGINX_URL/conc.layer" "$CONC" "$small_bytes")")
+    c+=("$(get_concurrent "$NGINX_URL_RW/conc.layer" "$CONC" "$small_bytes")")
+  done
+  log "  regfs:            $(mibs_list "${a[@]}")"
+  log "  nginx sendfile:   $(mibs_list "${b[@]}")"
+  log "  nginx read+write: $(mibs_list "${c[@]}")"
+  pick_nginx "$(median "${b[@]}")" "$(median "${c[@]}")"
+  log "  baseline is the better nginx median ($NG_NOTE)"
+  record_ratio "${CONC}x ${CONC_MIB} MiB GET, aggregate" \
+    "$(median "${a[@]}")" "$NG_BEST" 0.9 fmt_mibs nginx
+
+  # 3. small GETs per second
+  local r n what ra rb ea eb
+  for what in json tags; do
+    if [[ $what == json ]]; then
+      r="$SERVER_URL/v1/images/$big_id/json"
+      n="$NGINX_URL/image.json"
+    else
+      r="$SERVER_URL/v1/repositories/$REPO/tags"
+      n="$NGINX_URL/tags.json"
+    fi
+    rss_phase "small-$what"
+    log "small GETs ($what): wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s, regfs then nginx"
+    read -r ra ea <<<"$(load_rps "$r")"
+    read -r rb eb <<<"$(load_rps "$n")"
+    log "  regfs $(fmt_rps "$ra") ($ea failed), nginx $(fmt_rps "$rb") ($eb failed)"
+    if ((ea > 0)); then
+      # failed requests make the rate meaningless: show it, as a miss
+      record "GET $what, ${WRK_CONNS} conns" "$(fmt_rps "$ra")" "nginx $(fmt_rps "$rb")" \
+        "$ea failed" ">= 0.50x" 0
+    else
+      record_ratio "GET $what, ${WRK_CONNS} conns" "$ra" "$rb" 0.5 fmt_rps nginx
+    fi
+  done
+
+  # 4. big layer PUT against dd into the storage directory, taking turns
+  rss_phase put-big
+  log "${LAYER_MIB} MiB layer PUT, dd conv=fsync and dd, each x $REPS"
+  local id res sz t dirty max_dirty=0
+  local -a dsync=() dnosync=()
+  a=()
+  for ((i = 0; i < REPS; i++)); do
+    id=$(new_id)
+    put_image_json "$id"
+    sync
+    dirty=$(dirty_kib)
+    res=$(put_layer "$id" "$big")
+    dirty=$(($(dirty_kib) - dirty))
+    ((dirty > max_dirty)) && max_dirty=$dirty
+    read -r sz t <<<"$res"
+    [[ $sz == "$big_bytes" ]] || die "PUT layer uploaded $sz bytes, want $big_bytes"
+    a+=("$(fdiv "$sz" "$t")")
+    sync
+    dsync+=("$(dd_write "$big" "$storage/dd-bench.tmp" 1)")
+    sync
+    dnosync+=("$(dd_write "$big" "$storage/dd-bench.tmp" 0)")
+    sync
+  done
+  log "  regfs:            $(mibs_list "${a[@]}")"
+  log "  dd conv=fsync:    $(mibs_list "${dsync[@]}")"
+  log "  dd, no fsync:     $(mibs_list "${dnosync[@]}")"
+  # If most of the upload was still dirty in the page cache right after the
+  # PUT returned, regfs did not fsync and is held against a plain dd;
+  # otherwise against dd conv=fsync.
+  local baseline label mode=${BENCH_PUT_BASELINE:-auto}
+  if [[ $mode == auto ]]; then
+    if ((max_dirty * 1024 > big_bytes / 2)); then mode=nofsync; else mode=fsync; fi
+    log "  at most $((max_dirty / 1024)) MiB more was dirty in the page cache right after a PUT returned"
+  fi
+  if [[ $mode == nofsync ]]; then
+    baseline=$(median "${dnosync[@]}")
+    label="dd"
+    log "  baseline is dd without fsync (regfs does not sync the layer before answering)"
+  else
+    baseline=$(median "${dsync[@]}")
+    label="dd+fsync"
+    log "  baseline is dd conv=fsync (regfs syncs the layer before answering)"
+  fi
+  record_ratio "${LAYER_MIB} MiB layer PUT (median/$REPS)" \
+    "$(median "${a[@]}")" "$baseline" 0.5 fmt_mibs "$label"
+
+  # 5. memory
+  rss_phase end
+  sleep 0.2
+  stop_pid "$RSS_SAMPLER_PID"
+  local ph pk peak_phase=""
+  peak_kib=0
+  log "regfs peak RSS by phase (idle $((idle_kib / 1024)) MiB):"
+  while read -r ph pk; do
+    [[ $ph == end ]] && continue
+    log "  $(printf '%-16s' "$ph") $((pk / 1024)) MiB"
+    if ((pk > peak_kib)); then peak_kib=$pk; peak_phase=$ph; fi
+  done < <(rss_phase_peaks)
+  hwm_kib=$(rss_kib "$SERVER_PID" VmHWM)
+  log "  $(printf '%-16s' VmHWM) $((hwm_kib / 1024)) MiB"
+  if ((hwm_kib > peak_kib)); then peak_kib=$hwm_kib; peak_phase="VmHWM"; fi
+  record "peak RSS over idle" "+$(((peak_kib - idle_kib) / 1024)) MiB" \
+    "idle $((idle_kib / 1024)), peak $((peak_kib / 1024)) MiB ($peak_phase)" "-" "<= 64 MiB" \
+    "$( ((peak_kib - idle_kib <= 64 * 1024)) && echo 1 || echo 0)"
+
+  stop_pid "$SERVER_PID"
+  stop_pid "$NGINX_PID"
+  print_results "server: regfs against nginx $(nginx_version) and dd; loopback, $(nproc) cores, access logs $([[ $ACCESS_LOG == 1 ]] && echo on || echo off)"
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+  local -a sections=()
+  if (($# > 0)); then
+    case $1 in
+      -h | --help) sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      --list) printf '%s\n' "${ALL_SECTIONS[@]}"; exit 0 ;;
+    esac
+    sections=("$@")
+  elif [[ -n ${BENCH_SECTIONS:-} ]]; then
+    read -r -a sections <<<"${BENCH_SECTIONS//,/ }"
+  else
+    sections=("${ALL_SECTIONS[@]}")
+  fi
+  local s known
+  for s in "${sections[@]}"; do
+    known=0
+    for k in "${ALL_SECTIONS[@]}"; do [[ $s == "$k" ]] && known=1; done
+    ((known)) || die "unknown section '$s' (known: ${ALL_SECTIONS[*]})"
+  done
+
+  need_tools
+  find_nginx
+  build
+  make_workdir
+
+  local start=$SECONDS
+  for s in "${sections[@]}"; do
+    log "section $s"
+    check_quiet
+    "section_$s"
+  done
+  log "done in $((SECONDS - start)) s"
+  if ((MISSES > 0)); then
+    log "$MISSES target(s) missed"
+    [[ ${BENCH_STRICT:-0} == 1 ]] && exit 1
+  fi
+  exit 0
+}
+
+main "$@"
