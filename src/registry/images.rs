@@ -79,7 +79,14 @@ impl Registry {
     /// The stored json of a complete image, verbatim.
     pub async fn image_json(&self, id: &ImageId) -> Result<(Arc<ImageMeta>, Bytes)> {
         let meta = self.image(id).await?;
+        let cached = self.inner.json.lock().ok().and_then(|mut c| c.get(id));
+        if let Some(json) = cached {
+            return Ok((meta, json));
+        }
         let json = self.read_blob(&keys::image_json(id)).await?;
+        if let Ok(mut cache) = self.inner.json.lock() {
+            cache.put(id.clone(), json.clone());
+        }
         Ok((meta, json))
     }
 

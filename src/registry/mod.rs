@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::names::{ImageId, NameError, Tag};
-use crate::storage::{BlobStore, StorageError};
+use crate::storage::{BlobStore, Key, ObjectInfo, StorageError};
 
 pub use images::{ImageMeta, LayerStream};
 pub use repos::TagRecord;
@@ -117,6 +117,81 @@ struct Inner {
     /// All repositories, for search and listings; refreshed after `listing_ttl`.
     listing: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::names::RepoRef>>)>>,
     users: users::CredentialCache,
+    /// Tag records by key, valid while the listed object's version is unchanged.
+    tag_records: VersionedCache<repos::TagRecord>,
+    /// Image-list entries by key, likewise.
+    list_entries: VersionedCache<crate::v1::ImageEntry>,
+    /// Json of complete images (immutable), within a byte budget.
+    json: Mutex<JsonCache>,
+}
+
+/// Small records read back by key, reused while the store reports the same version of the
+/// object (its e-tag, else size and modification time). Each use still starts from a fresh
+/// listing, so several servers on one store never serve each other's stale tags.
+#[derive(Debug)]
+struct VersionedCache<T> {
+    entries: Mutex<lru::LruCache<Key, (String, T)>>,
+}
+
+impl<T: Clone> VersionedCache<T> {
+    fn new(capacity: usize) -> Self {
+        let cap = std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN);
+        VersionedCache {
+            entries: Mutex::new(lru::LruCache::new(cap)),
+        }
+    }
+
+    fn version(info: &ObjectInfo) -> String {
+        let mtime = info
+            .last_modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}:{}:{mtime}", info.e_tag.as_deref().unwrap_or(""), info.size)
+    }
+
+    fn get(&self, key: &Key, info: &ObjectInfo) -> Option<T> {
+        let mut entries = self.entries.lock().ok()?;
+        match entries.get(key) {
+            Some((v, t)) if *v == Self::version(info) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: Key, info: &ObjectInfo, value: T) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.put(key, (Self::version(info), value));
+        }
+    }
+}
+
+/// Json bodies of complete images; they never change, so they need no validation.
+#[derive(Debug)]
+struct JsonCache {
+    entries: lru::LruCache<ImageId, bytes::Bytes>,
+    bytes: usize,
+}
+
+/// Memory for cached image json.
+const JSON_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+impl JsonCache {
+    fn get(&mut self, id: &ImageId) -> Option<bytes::Bytes> {
+        self.entries.get(id).cloned()
+    }
+
+    fn put(&mut self, id: ImageId, json: bytes::Bytes) {
+        self.bytes += json.len();
+        if let Some(old) = self.entries.put(id, json) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > JSON_CACHE_BYTES {
+            match self.entries.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 impl Registry {
@@ -129,6 +204,12 @@ impl Registry {
                 complete: Mutex::new(lru::LruCache::new(cap)),
                 listing: tokio::sync::Mutex::new(None),
                 users: users::CredentialCache::default(),
+                tag_records: VersionedCache::new(65_536),
+                list_entries: VersionedCache::new(65_536),
+                json: Mutex::new(JsonCache {
+                    entries: lru::LruCache::unbounded(),
+                    bytes: 0,
+                }),
             }),
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Result, exists, now_unix, read_json};
 use crate::names::{ImageId, Namespace, RepoName, RepoRef, Tag};
-use crate::storage::{StorageError, keys};
+use crate::storage::{Key, ObjectInfo, StorageError, keys};
 use crate::v1::{ImageEntry, SearchResult, TagInfo};
 
 /// How many small objects are read at once when a listing needs each of them.
@@ -112,31 +112,77 @@ impl Registry {
 
     /// A repository's image list.
     pub async fn repo_images(&self, repo: &RepoRef) -> Result<Vec<ImageEntry>> {
-        self.require_repo(repo).await?;
+        let listing = self.repo_listing(repo).await?;
+        let prefix = keys::repo_images(repo);
+        let cache = &self.inner.list_entries;
+        let mut entries: Vec<ImageEntry> = self
+            .read_records(listing, &prefix, cache)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(entries)
+    }
+
+    /// Everything stored under a repository, with versions; `RepoNotFound` without its marker.
+    /// One listing answers both "does it exist" and "what is in it".
+    async fn repo_listing(&self, repo: &RepoRef) -> Result<Vec<(Key, ObjectInfo)>> {
+        let listing = self.store().list_with_info(&keys::repo_dir(repo)).await?;
+        let marker = keys::repo_marker(repo);
+        if !listing.iter().any(|(k, _)| *k == marker) {
+            return Err(RegistryError::RepoNotFound);
+        }
+        Ok(listing)
+    }
+
+    /// Reads the records directly under `prefix` from a listing, reusing cached ones whose
+    /// version has not changed. Records deleted or garbled since the listing are skipped.
+    async fn read_records<T>(
+        &self,
+        listing: Vec<(Key, ObjectInfo)>,
+        prefix: &Key,
+        cache: &super::VersionedCache<T>,
+    ) -> Result<Vec<(String, T)>>
+    where
+        T: Clone + serde::de::DeserializeOwned + Send,
+    {
         let store = self.store().clone();
-        let keys = store.list(&keys::repo_images(repo)).await?;
-        let mut entries: Vec<ImageEntry> = futures::stream::iter(keys)
-            .map(|key| {
+        let wanted: Vec<(String, Key, ObjectInfo)> = listing
+            .into_iter()
+            .filter_map(|(key, info)| {
+                let name = key.strip_prefix(prefix)?;
+                (!name.contains('/')).then(|| (name.to_string(), key.clone(), info))
+            })
+            .collect();
+        let records: Vec<Option<(String, T)>> = futures::stream::iter(wanted)
+            .map(|(name, key, info)| {
                 let store = store.clone();
                 async move {
-                    match read_json::<ImageEntry>(store.as_ref(), &key, || {
-                        RegistryError::ImageNotFound
-                    })
-                    .await
-                    {
-                        Ok(e) => Ok(Some(e)),
-                        // Deleted between the listing and the read.
-                        Err(RegistryError::ImageNotFound) => Ok(None),
+                    if let Some(hit) = cache.get(&key, &info) {
+                        return Ok(Some((name, hit)));
+                    }
+                    match read_json::<T>(store.as_ref(), &key, || RegistryError::InvalidData).await {
+                        Ok(record) => {
+                            cache.put(key, &info, record.clone());
+                            Ok(Some((name, record)))
+                        }
+                        // Deleted since the listing.
+                        Err(RegistryError::InvalidData) => Ok(None),
+                        Err(RegistryError::Storage(StorageError::Io(e)))
+                            if e.kind() == std::io::ErrorKind::InvalidData =>
+                        {
+                            tracing::warn!(%key, error = %e, "skipping a corrupt record");
+                            Ok(None)
+                        }
                         Err(e) => Err(e),
                     }
                 }
             })
             .buffer_unordered(READ_CONCURRENCY)
-            .try_filter_map(|e| async move { Ok(e) })
             .try_collect()
             .await?;
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(entries)
+        Ok(records.into_iter().flatten().collect())
     }
 
     /// Deletes a repository: its tags and image list, then the repository itself (last, so an
@@ -166,31 +212,15 @@ impl Registry {
 
     /// All tags of a repository, `tag -> image id`.
     pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<String, String>> {
-        self.require_repo(repo).await?;
-        let store = self.store().clone();
+        let listing = self.repo_listing(repo).await?;
         let prefix = keys::repo_tags(repo);
-        let keys = store.list(&prefix).await?;
-        let pairs: Vec<(String, String)> = futures::stream::iter(keys)
-            .map(|key| {
-                let store = store.clone();
-                async move {
-                    let name = key.file_name().to_string();
-                    match read_json::<TagRecord>(store.as_ref(), &key, || {
-                        RegistryError::InvalidData
-                    })
-                    .await
-                    {
-                        Ok(t) => Ok(Some((name, t.id))),
-                        Err(RegistryError::InvalidData) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                }
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_filter_map(|p| async move { Ok(p) })
-            .try_collect()
+        let records = self
+            .read_records(listing, &prefix, &self.inner.tag_records)
             .await?;
-        Ok(pairs.into_iter().collect())
+        Ok(records
+            .into_iter()
+            .map(|(name, t): (String, TagRecord)| (name, t.id))
+            .collect())
     }
 
     /// One tag.

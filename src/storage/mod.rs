@@ -53,11 +53,13 @@ impl From<object_store::Error> for StorageError {
     }
 }
 
-/// Size and age of a stored object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Size, age and version of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub size: u64,
     pub last_modified: SystemTime,
+    /// An opaque version tag that changes whenever the content does, where the store has one.
+    pub e_tag: Option<String>,
 }
 
 /// An object being read: its total size, the byte range the stream covers, and the bytes.
@@ -113,7 +115,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, key: &Key) -> Result<(), StorageError>;
 
     /// Every key under `prefix` (recursively), relative to the store root.
-    async fn list(&self, prefix: &Key) -> Result<Vec<Key>, StorageError>;
+    async fn list(&self, prefix: &Key) -> Result<Vec<Key>, StorageError> {
+        Ok(self
+            .list_with_info(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Every key under `prefix` (recursively) with its size, age and version.
+    async fn list_with_info(&self, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>, StorageError>;
 
     /// The immediate children of `prefix`: sub-"directories" and objects, as last path segments.
     async fn list_dir(&self, prefix: &Key) -> Result<DirListing, StorageError>;

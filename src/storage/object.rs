@@ -24,7 +24,7 @@ use tokio_util::io::ReaderStream;
 use super::{BlobStore, DirListing, Download, Key, ObjectInfo, StorageError, Upload};
 
 /// Bytes read from a local file per chunk of a streamed GET.
-const LOCAL_READ_CHUNK: usize = 512 * 1024;
+const LOCAL_READ_CHUNK: usize = 256 * 1024;
 
 /// A [`BlobStore`] backed by any `object_store` implementation.
 #[derive(Debug, Clone)]
@@ -75,6 +75,7 @@ fn info(meta: &object_store::ObjectMeta) -> ObjectInfo {
     ObjectInfo {
         size: meta.size,
         last_modified: meta.last_modified.into(),
+        e_tag: meta.e_tag.clone(),
     }
 }
 
@@ -159,15 +160,15 @@ impl BlobStore for ObjectBackend {
         }
     }
 
-    async fn list(&self, prefix: &Key) -> Result<Vec<Key>, StorageError> {
+    async fn list_with_info(&self, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>, StorageError> {
         let metas: Vec<_> = self
             .inner
             .list(Some(&Self::path(prefix)))
             .try_collect()
             .await?;
         Ok(metas
-            .into_iter()
-            .map(|m| Key::from_listing(m.location.to_string()))
+            .iter()
+            .map(|m| (Key::from_listing(m.location.to_string()), info(m)))
             .collect())
     }
 
