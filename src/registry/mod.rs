@@ -147,7 +147,11 @@ impl<T: Clone> VersionedCache<T> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        format!("{}:{}:{mtime}", info.e_tag.as_deref().unwrap_or(""), info.size)
+        format!(
+            "{}:{}:{mtime}",
+            info.e_tag.as_deref().unwrap_or(""),
+            info.size
+        )
     }
 
     fn get(&self, key: &Key, info: &ObjectInfo) -> Option<T> {

@@ -162,7 +162,8 @@ impl Registry {
                     if let Some(hit) = cache.get(&key, &info) {
                         return Ok(Some((name, hit)));
                     }
-                    match read_json::<T>(store.as_ref(), &key, || RegistryError::InvalidData).await {
+                    match read_json::<T>(store.as_ref(), &key, || RegistryError::InvalidData).await
+                    {
                         Ok(record) => {
                             cache.put(key, &info, record.clone());
                             Ok(Some((name, record)))
