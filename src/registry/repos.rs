@@ -112,8 +112,8 @@ impl Registry {
 
     /// A repository's image list.
     pub async fn repo_images(&self, repo: &RepoRef) -> Result<Vec<ImageEntry>> {
-        let listing = self.repo_listing(repo).await?;
         let prefix = keys::repo_images(repo);
+        let listing = self.repo_listing(repo, &prefix).await?;
         let cache = &self.inner.list_entries;
         let mut entries: Vec<ImageEntry> = self
             .read_records(listing, &prefix, cache)
@@ -125,13 +125,12 @@ impl Registry {
         Ok(entries)
     }
 
-    /// Everything stored under a repository, with versions; `RepoNotFound` without its marker.
-    /// One listing answers both "does it exist" and "what is in it".
-    async fn repo_listing(&self, repo: &RepoRef) -> Result<Vec<(Key, ObjectInfo)>> {
-        let listing = self.store().list_with_info(&keys::repo_dir(repo)).await?;
-        let marker = keys::repo_marker(repo);
-        if !listing.iter().any(|(k, _)| *k == marker) {
-            return Err(RegistryError::RepoNotFound);
+    /// The objects under one of a repository's prefixes, with versions. An empty listing
+    /// means either no entries or no repository: only then is the marker looked at.
+    async fn repo_listing(&self, repo: &RepoRef, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>> {
+        let listing = self.store().list_with_info(prefix).await?;
+        if listing.is_empty() {
+            self.require_repo(repo).await?;
         }
         Ok(listing)
     }
@@ -213,8 +212,8 @@ impl Registry {
 
     /// All tags of a repository, `tag -> image id`.
     pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<String, String>> {
-        let listing = self.repo_listing(repo).await?;
         let prefix = keys::repo_tags(repo);
+        let listing = self.repo_listing(repo, &prefix).await?;
         let records = self
             .read_records(listing, &prefix, &self.inner.tag_records)
             .await?;
