@@ -206,6 +206,7 @@ impl TryFrom<MountArgs> for MountConfig {
                 cache_size: args.cache_size,
                 uid,
                 gid,
+                read_only: args.read_only,
                 ..FsConfig::default()
             },
             timeout: seconds("timeout", args.timeout)?.max(Duration::from_millis(100)),

@@ -307,6 +307,84 @@ impl RegistryClient {
     }
 }
 
+/// Writes. Each is idempotent (PUT and DELETE of named things), so transient failures are
+/// retried like reads.
+impl RegistryClient {
+    /// Whether this client sends credentials at all.
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    async fn send_json(&self, method: Method, path: &str, body: Option<String>) -> Result<()> {
+        self.send_retrying(|| {
+            let rb = self.request(method.clone(), path);
+            match &body {
+                Some(b) => rb
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.clone()),
+                None => rb,
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates a repository (a re-push of an existing one is fine).
+    pub async fn create_repo(&self, repo: &RepoRef) -> Result<()> {
+        self.send_json(
+            Method::PUT,
+            &format!("/v1/repositories/{repo}/"),
+            Some("[]".into()),
+        )
+        .await
+    }
+
+    /// Deletes a repository (tags and image list; images stay).
+    pub async fn delete_repo(&self, repo: &RepoRef) -> Result<()> {
+        self.send_json(Method::DELETE, &format!("/v1/repositories/{repo}/"), None)
+            .await
+    }
+
+    /// Points a tag at an image.
+    pub async fn put_tag(&self, repo: &RepoRef, tag: &Tag, id: &ImageId) -> Result<()> {
+        self.send_json(
+            Method::PUT,
+            &format!("/v1/repositories/{repo}/tags/{tag}"),
+            Some(format!("\"{id}\"")),
+        )
+        .await
+    }
+
+    /// Deletes a tag.
+    pub async fn delete_tag(&self, repo: &RepoRef, tag: &Tag) -> Result<()> {
+        self.send_json(
+            Method::DELETE,
+            &format!("/v1/repositories/{repo}/tags/{tag}"),
+            None,
+        )
+        .await
+    }
+
+    /// Adds images to a repository's image list.
+    pub async fn add_repo_images(&self, repo: &RepoRef, ids: &[ImageId]) -> Result<()> {
+        let entries: Vec<v1::ImageEntry> = ids
+            .iter()
+            .map(|id| v1::ImageEntry {
+                id: id.to_string(),
+                checksum: None,
+            })
+            .collect();
+        let body =
+            serde_json::to_string(&entries).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_json(
+            Method::PUT,
+            &format!("/v1/repositories/{repo}/images"),
+            Some(body),
+        )
+        .await
+    }
+}
+
 fn transport(e: reqwest::Error) -> ClientError {
     if e.is_timeout() {
         ClientError::Timeout

@@ -24,3 +24,7 @@ mod mount;
 /// The `regfs mount` process: embedded default, signals, registry outages under a live mount.
 #[cfg(feature = "fuse-tests")]
 mod mount_process;
+
+/// Writes through real mounts: tags, repositories, errors where programs see them.
+#[cfg(feature = "fuse-tests")]
+mod mount_write;

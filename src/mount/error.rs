@@ -19,6 +19,12 @@ pub enum FsError {
     Invalid(&'static str),
     #[error("bad file handle")]
     BadHandle,
+    #[error("already exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("cannot move this across the tree")]
+    CrossDevice,
     #[error("registry: {0}")]
     Registry(#[from] ClientError),
 }
@@ -34,6 +40,9 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::BadHandle => libc::EBADF,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::CrossDevice => libc::EXDEV,
             FsError::Registry(e) => match e {
                 ClientError::NotFound => libc::ENOENT,
                 ClientError::Unauthorized | ClientError::Forbidden => libc::EACCES,

@@ -14,6 +14,8 @@ use super::cache::{BlockCache, TtlMap};
 use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
 use super::tree::{ImageFile, Kind, Node};
+
+mod write;
 use crate::client::{ClientError, ImageInfo, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
 
@@ -40,6 +42,8 @@ pub struct FsConfig {
     pub max_fetches: usize,
     pub uid: u32,
     pub gid: u32,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
 }
 
 impl Default for FsConfig {
@@ -51,6 +55,7 @@ impl Default for FsConfig {
             max_fetches: 4,
             uid: 0,
             gid: 0,
+            read_only: false,
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct Opened {
 #[derive(Debug)]
 struct Handle {
     node: Node,
+    /// A tag opened for writing: what has been written, committed on flush/fsync/release.
+    tag_write: Option<write::TagWrite>,
     /// Small files: their whole content, read once at open.
     content: Option<Bytes>,
     /// Layers: where the last read ended, and the prefetch window.
@@ -113,6 +120,8 @@ pub struct RegistryFs {
     tags: TtlMap<RepoRef, Arc<BTreeMap<Tag, ImageId>>>,
     repo_images: TtlMap<RepoRef, Arc<Vec<ImageId>>>,
     search: TtlMap<String, Bytes>,
+    /// Namespaces made with `mkdir` that hold no repository yet (visible to this mount only).
+    pending_namespaces: Mutex<BTreeSet<Namespace>>,
     blocks: Arc<BlockCache>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -142,6 +151,7 @@ impl RegistryFs {
             tags: TtlMap::new(config.ttl, 4096),
             repo_images: TtlMap::new(config.ttl, 4096),
             search: TtlMap::new(config.ttl, 1024),
+            pending_namespaces: Mutex::new(BTreeSet::new()),
             client,
             started: SystemTime::now(),
             inodes: InodeTable::default(),
@@ -154,6 +164,10 @@ impl RegistryFs {
 
     pub fn client(&self) -> &RegistryClient {
         &self.client
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.config.read_only
     }
 
     pub fn inodes(&self) -> &InodeTable {
@@ -237,11 +251,13 @@ impl RegistryFs {
                 (Kind::Dir, 0, self.started, short)
             }
             Node::Namespace(ns) => {
-                if !self
-                    .repositories()
-                    .await?
-                    .iter()
-                    .any(|r| r.namespace == *ns)
+                let pending = lock(&self.pending_namespaces).contains(ns);
+                if !pending
+                    && !self
+                        .repositories()
+                        .await?
+                        .iter()
+                        .any(|r| r.namespace == *ns)
                 {
                     return Err(FsError::NotFound);
                 }
@@ -252,10 +268,14 @@ impl RegistryFs {
                 (Kind::Dir, 0, self.started, short)
             }
             Node::Tag(r, t) => {
-                if !self.repo_tags(r).await?.contains_key(t) {
+                // A tag being written exists, with what has been written so far.
+                if let Some(len) = self.pending_tag_len(node) {
+                    (Kind::File, len, SystemTime::now(), short)
+                } else if self.repo_tags(r).await?.contains_key(t) {
+                    (Kind::File, 65, self.started, short)
+                } else {
                     return Err(FsError::NotFound);
                 }
-                (Kind::File, 65, self.started, short)
             }
             Node::RepoImageLink(r, id) => {
                 if !self.repo_image_list(r).await?.contains(id) {
@@ -364,12 +384,13 @@ impl RegistryFs {
         let children: Vec<Node> = match &node {
             Node::Root => vec![Node::Images, Node::Repos, Node::Search],
             Node::Repos => {
-                let namespaces: BTreeSet<Namespace> = self
+                let mut namespaces: BTreeSet<Namespace> = self
                     .repositories()
                     .await?
                     .iter()
                     .map(|r| r.namespace.clone())
                     .collect();
+                namespaces.extend(lock(&self.pending_namespaces).iter().cloned());
                 namespaces.into_iter().map(Node::Namespace).collect()
             }
             Node::Namespace(ns) => {
@@ -379,7 +400,7 @@ impl RegistryFs {
                     .filter(|r| r.namespace == *ns)
                     .map(|r| Node::Repo(r.clone()))
                     .collect();
-                if out.is_empty() {
+                if out.is_empty() && !lock(&self.pending_namespaces).contains(ns) {
                     return Err(FsError::NotFound);
                 }
                 out.dedup();
@@ -480,8 +501,8 @@ impl RegistryFs {
         }
     }
 
-    /// `open`: writes are refused (the mount is read-only for now); small files are read whole.
-    pub async fn open(&self, ino: u64, write: bool) -> Result<Opened> {
+    /// `open`: small files are read whole; only tags can be opened for writing.
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<Opened> {
         let node = self.node(ino)?;
         match node.kind() {
             Kind::Dir => return Err(FsError::IsDir),
@@ -489,7 +510,7 @@ impl RegistryFs {
             Kind::File => {}
         }
         if write {
-            return Err(FsError::ReadOnly);
+            return self.open_for_write(node, truncate).await;
         }
         let content = match &node {
             Node::Tag(r, t) => {
@@ -515,6 +536,7 @@ impl RegistryFs {
             fh,
             Handle {
                 node: node.clone(),
+                tag_write: None,
                 content,
                 last_end: 0,
                 window: 0,
@@ -533,6 +555,9 @@ impl RegistryFs {
         let (node, content, sequential, window, first) = {
             let mut handles = lock(&self.handles);
             let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
+            if let Some(w) = &h.tag_write {
+                return Ok(w.read(offset, size));
+            }
             let sequential = h.reads > 0
                 && offset + REORDER_SLACK >= h.last_end
                 && offset <= h.last_end + REORDER_SLACK;
@@ -629,9 +654,8 @@ impl RegistryFs {
         Ok(out.freeze())
     }
 
-    /// `release`.
-    pub fn release(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
+    fn take_handle(&self, fh: u64) -> Option<Handle> {
+        lock(&self.handles).remove(&fh)
     }
 
     /// The root's attributes, for the adapter's `init`-time checks.

@@ -139,9 +139,10 @@ pub fn mount_fs(
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoAtime,
-        // Writes are not offered yet: the kernel refuses them with EROFS.
-        fuser::MountOption::RO,
     ];
+    if fs.read_only() {
+        config.mount_options.push(fuser::MountOption::RO);
+    }
     if allow_other {
         config.acl = fuser::SessionACL::All;
     }

@@ -1,0 +1,485 @@
+//! Changes through the mount (MOUNT.md, "Writes"): repositories and tags.
+//!
+//! - `mkdir repositories/<ns>` is remembered locally (a namespace exists once it holds a
+//!   repository); `mkdir repositories/<ns>/<repo>` creates the repository.
+//! - A tag file opened for writing collects its content in memory (at most 4 KiB) and is set on
+//!   `flush` (close) or `fsync`, whose result is the registry's answer; the repository's image
+//!   list then gains the image's ancestry, so a Docker 1.x client can pull the tag.
+//! - `rm` of a tag deletes it; `mv` of a tag sets the new name, then deletes the old one.
+//! - `rmdir` of a repository deletes it (ENOTEMPTY while it still has tags); `rm` of an entry
+//!   under `images/` of a repository and `rmdir` of the emptied `tags/` and `images/` are
+//!   accepted with no registry effect, so `rm -r` of a repository works and exits 0.
+//!
+//! Refusals known up front come from `open`/`creat`/`mkdir` themselves: a read-only mount
+//! (EROFS), no credentials (EACCES), immutable image content (EPERM).
+
+use bytes::Bytes;
+
+use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
+use crate::mount::tree::{Kind, Node};
+use crate::names::{ImageId, RepoRef, Tag};
+
+/// Largest content accepted for a tag file; a tag holds one id.
+const MAX_TAG_FILE: usize = 4096;
+
+/// A tag being written.
+#[derive(Debug)]
+pub struct TagWrite {
+    repo: RepoRef,
+    tag: Tag,
+    buf: Vec<u8>,
+    dirty: bool,
+}
+
+impl TagWrite {
+    pub fn read(&self, offset: u64, size: u32) -> Bytes {
+        let len = self.buf.len() as u64;
+        let start = offset.min(len) as usize;
+        let end = (offset + size as u64).min(len) as usize;
+        Bytes::copy_from_slice(&self.buf[start..end])
+    }
+}
+
+/// The image id a tag file's content names: an id, optionally in JSON quotes, optionally
+/// followed by a newline.
+pub fn parse_tag_content(content: &[u8]) -> Option<ImageId> {
+    let text = std::str::from_utf8(content).ok()?.trim();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    (text.len() == 64).then(|| text.parse().ok())?
+}
+
+/// Whether tag content written so far can still become a valid id (a prefix of one, with the
+/// optional quotes and trailing whitespace).
+fn could_become_id(buf: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(buf) else {
+        return false;
+    };
+    let text = text.trim_start();
+    let text = text.strip_prefix('"').unwrap_or(text);
+    let hex = text
+        .bytes()
+        .take_while(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        .count();
+    let rest = &text[hex..];
+    match hex {
+        64 => rest.strip_prefix('"').unwrap_or(rest).trim().is_empty(),
+        n if n < 64 => rest.is_empty(),
+        _ => false,
+    }
+}
+
+impl RegistryFs {
+    fn check_writable(&self) -> Result<()> {
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if !self.client.has_credentials() {
+            // Known before asking: the registry would answer 401.
+            return Err(FsError::Registry(crate::client::ClientError::Unauthorized));
+        }
+        Ok(())
+    }
+
+    pub(super) fn pending_tag_len(&self, node: &Node) -> Option<u64> {
+        lock(&self.handles)
+            .values()
+            .filter(|h| h.node == *node)
+            .find_map(|h| h.tag_write.as_ref().map(|w| w.buf.len() as u64))
+    }
+
+    fn invalidate_repo(&self, repo: &RepoRef) {
+        self.tags.remove(repo);
+        self.repo_images.remove(repo);
+    }
+
+    /// `open` for writing: tags only.
+    pub(super) async fn open_for_write(&self, node: Node, truncate: bool) -> Result<Opened> {
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let Node::Tag(repo, tag) = &node else {
+            return Err(match node {
+                Node::ImageFile(..) => FsError::NotPermitted("images are immutable"),
+                _ => FsError::NotPermitted("this file cannot be written"),
+            });
+        };
+        self.check_writable()?;
+        let buf = if truncate {
+            Vec::new()
+        } else {
+            match self.repo_tags(repo).await?.get(tag) {
+                Some(id) => format!("{id}\n").into_bytes(),
+                None => Vec::new(),
+            }
+        };
+        Ok(self.new_write_handle(node.clone(), repo.clone(), tag.clone(), buf, truncate))
+    }
+
+    fn new_write_handle(
+        &self,
+        node: Node,
+        repo: RepoRef,
+        tag: Tag,
+        buf: Vec<u8>,
+        dirty: bool,
+    ) -> Opened {
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.handles).insert(
+            fh,
+            Handle {
+                node,
+                tag_write: Some(TagWrite {
+                    repo,
+                    tag,
+                    buf,
+                    dirty,
+                }),
+                content: None,
+                last_end: 0,
+                window: 0,
+                reads: 0,
+            },
+        );
+        Opened {
+            fh,
+            keep_cache: false,
+        }
+    }
+
+    /// `create`: a new tag file in a repository's `tags/`.
+    pub async fn create(&self, parent: u64, name: &str) -> Result<(Entry, Opened)> {
+        let parent = self.node(parent)?;
+        self.check_writable()?;
+        let node = match &parent {
+            Node::Tags(_) => parent
+                .child(name)
+                .ok_or(FsError::Invalid("not a valid tag name"))?,
+            Node::Image(_) | Node::Images => {
+                return Err(FsError::NotPermitted(
+                    "pushing images through the mount is not supported yet",
+                ));
+            }
+            _ => return Err(FsError::NotPermitted("files cannot be created here")),
+        };
+        let Node::Tag(repo, tag) = &node else {
+            return Err(FsError::Invalid("not a tag"));
+        };
+        self.repo_tags(repo).await?;
+        let opened =
+            self.new_write_handle(node.clone(), repo.clone(), tag.clone(), Vec::new(), true);
+        let ino = self.inodes.lookup(&node);
+        let entry = self.stat(&node, ino).await?;
+        Ok((entry, opened))
+    }
+
+    /// `write`: tag files only, within their small size limit.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut handles = lock(&self.handles);
+        let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
+        let w = h.tag_write.as_mut().ok_or(FsError::BadHandle)?;
+        let end = offset as usize + data.len();
+        if end > MAX_TAG_FILE {
+            return Err(FsError::Invalid("a tag file holds one image id"));
+        }
+        let mut next = w.buf.clone();
+        if next.len() < end {
+            next.resize(end, 0);
+        }
+        next[offset as usize..end].copy_from_slice(data);
+        // Refuse at `write` what can never become an id: shells ignore errors from `close`.
+        if !could_become_id(&next) {
+            return Err(FsError::Invalid("tag content is not an image id"));
+        }
+        w.buf = next;
+        w.dirty = true;
+        Ok(data.len() as u32)
+    }
+
+    /// Truncates an open tag to `size` (`O_TRUNC` without atomic truncation, `truncate`).
+    pub fn truncate(&self, fh: Option<u64>, node_ino: u64, size: u64) -> Result<()> {
+        let node = self.node(node_ino)?;
+        if node.is_immutable() {
+            return Err(FsError::NotPermitted("images are immutable"));
+        }
+        let mut handles = lock(&self.handles);
+        let writable = |h: &Handle| h.node == node && h.tag_write.is_some();
+        let key = fh
+            .filter(|fh| handles.get(fh).is_some_and(writable))
+            .or_else(|| handles.iter().find(|(_, h)| writable(h)).map(|(k, _)| *k));
+        let Some(w) = key
+            .and_then(|k| handles.get_mut(&k))
+            .and_then(|h| h.tag_write.as_mut())
+        else {
+            return Err(FsError::Invalid("only an open tag can be truncated"));
+        };
+        if size as usize > MAX_TAG_FILE {
+            return Err(FsError::Invalid("a tag file holds one image id"));
+        }
+        w.buf.resize(size as usize, 0);
+        w.dirty = true;
+        Ok(())
+    }
+
+    /// `flush` (each `close`) and `fsync`: sets a written tag and reports the result.
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let pending = {
+            let handles = lock(&self.handles);
+            match handles.get(&fh).and_then(|h| h.tag_write.as_ref()) {
+                Some(w) if w.dirty => Some((w.repo.clone(), w.tag.clone(), w.buf.clone())),
+                _ => None,
+            }
+        };
+        let Some((repo, tag, buf)) = pending else {
+            return Ok(());
+        };
+        let result = self.commit_tag(&repo, &tag, &buf).await;
+        // Committed or refused, this content has had its answer: a later close of a duplicate
+        // descriptor, or the release, must not try again.
+        if let Some(w) = lock(&self.handles)
+            .get_mut(&fh)
+            .and_then(|h| h.tag_write.as_mut())
+        {
+            if w.buf == buf {
+                w.dirty = false;
+            }
+        }
+        result
+    }
+
+    async fn commit_tag(&self, repo: &RepoRef, tag: &Tag, content: &[u8]) -> Result<()> {
+        let id =
+            parse_tag_content(content).ok_or(FsError::Invalid("tag content is not an image id"))?;
+        let result = self.set_tag(repo, tag, &id).await;
+        self.invalidate_repo(repo);
+        result
+    }
+
+    /// Sets a tag and keeps the repository's image list in step with the image's ancestry.
+    async fn set_tag(&self, repo: &RepoRef, tag: &Tag, id: &ImageId) -> Result<()> {
+        let ancestry = self.client.ancestry(id).await.map_err(|e| match e {
+            crate::client::ClientError::NotFound => FsError::Invalid("no such complete image"),
+            other => FsError::Registry(other),
+        })?;
+        self.client.put_tag(repo, tag, id).await?;
+        self.client.add_repo_images(repo, &ancestry).await?;
+        Ok(())
+    }
+
+    /// `release`: commits what no flush did (errors can only be logged here).
+    pub async fn release(&self, fh: u64) {
+        let Some(handle) = self.take_handle(fh) else {
+            return;
+        };
+        if let Some(w) = handle.tag_write {
+            if w.dirty {
+                if let Err(e) = self.commit_tag(&w.repo, &w.tag, &w.buf).await {
+                    tracing::error!(repo = %w.repo, tag = %w.tag, error = %e, "tag not set");
+                }
+            }
+        }
+    }
+
+    /// `mkdir`: a namespace (local until it holds a repository) or a repository.
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Entry> {
+        let parent = self.node(parent)?;
+        self.check_writable()?;
+        let node = match &parent {
+            Node::Repos | Node::Namespace(_) => parent
+                .child(name)
+                .ok_or(FsError::Invalid("not a valid namespace or repository name"))?,
+            Node::Images => {
+                return Err(FsError::NotPermitted(
+                    "pushing images through the mount is not supported yet",
+                ));
+            }
+            _ => return Err(FsError::NotPermitted("directories cannot be made here")),
+        };
+        match &node {
+            Node::Namespace(ns) => {
+                lock(&self.pending_namespaces).insert(ns.clone());
+            }
+            Node::Repo(repo) => {
+                if self.repo_tags(repo).await.is_ok() {
+                    return Err(FsError::Exists);
+                }
+                self.client.create_repo(repo).await?;
+                self.repos.remove(&());
+                self.invalidate_repo(repo);
+                lock(&self.pending_namespaces).remove(&repo.namespace);
+            }
+            _ => return Err(FsError::Invalid("unexpected directory")),
+        }
+        let ino = self.inodes.lookup(&node);
+        self.stat(&node, ino).await
+    }
+
+    /// `unlink`: deletes a tag; entries of a repository's image list go quietly (lists only
+    /// grow); image files are immutable.
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        let parent = self.node(parent)?;
+        let node = parent.child(name).ok_or(FsError::NotFound)?;
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        match &node {
+            Node::Tag(repo, tag) => {
+                self.check_writable()?;
+                let result = self.client.delete_tag(repo, tag).await;
+                self.invalidate_repo(repo);
+                result.map_err(FsError::from)
+            }
+            Node::RepoImageLink(..) => {
+                self.stat(&node, 0).await?;
+                Ok(())
+            }
+            Node::ImageFile(..) | Node::ParentLink(_) => {
+                Err(FsError::NotPermitted("images are immutable"))
+            }
+            _ => Err(FsError::NotPermitted("this entry cannot be removed")),
+        }
+    }
+
+    /// `rmdir`: deletes a repository once it has no tags; the emptied `tags/` and `images/`
+    /// of a repository go quietly; a namespace goes when it holds no repository.
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        let parent = self.node(parent)?;
+        let node = parent.child(name).ok_or(FsError::NotFound)?;
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        match &node {
+            Node::Repo(repo) => {
+                self.check_writable()?;
+                self.invalidate_repo(repo);
+                if !self.repo_tags(repo).await?.is_empty() {
+                    return Err(FsError::NotEmpty);
+                }
+                let result = self.client.delete_repo(repo).await;
+                self.repos.remove(&());
+                self.invalidate_repo(repo);
+                result.map_err(FsError::from)
+            }
+            Node::Tags(repo) => {
+                self.invalidate_repo(repo);
+                if self.repo_tags(repo).await?.is_empty() {
+                    Ok(())
+                } else {
+                    Err(FsError::NotEmpty)
+                }
+            }
+            Node::RepoImages(repo) => {
+                self.repo_tags(repo).await?;
+                Ok(())
+            }
+            Node::Namespace(ns) => {
+                self.repos.remove(&());
+                if self
+                    .repositories()
+                    .await?
+                    .iter()
+                    .any(|r| r.namespace == *ns)
+                {
+                    return Err(FsError::NotEmpty);
+                }
+                if lock(&self.pending_namespaces).remove(ns) {
+                    Ok(())
+                } else {
+                    Err(FsError::NotFound)
+                }
+            }
+            Node::Image(_) => Err(FsError::NotPermitted("images are immutable")),
+            _ => Err(FsError::NotPermitted("this directory cannot be removed")),
+        }
+    }
+
+    /// `rename`: tags only (set the new name, then delete the old); anything else is EXDEV, so
+    /// `mv` falls back to copy and delete.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<()> {
+        let from = self.node(parent)?.child(name).ok_or(FsError::NotFound)?;
+        let to_parent = self.node(new_parent)?;
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let (Node::Tag(from_repo, from_tag), Node::Tags(_)) = (&from, &to_parent) else {
+            return Err(FsError::CrossDevice);
+        };
+        let Some(Node::Tag(to_repo, to_tag)) = to_parent.child(new_name) else {
+            return Err(FsError::Invalid("not a valid tag name"));
+        };
+        self.check_writable()?;
+        self.invalidate_repo(from_repo);
+        let id = self
+            .repo_tags(from_repo)
+            .await?
+            .get(from_tag)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        self.set_tag(&to_repo, &to_tag, &id).await?;
+        self.invalidate_repo(&to_repo);
+        if (from_repo, from_tag) != (&to_repo, &to_tag) {
+            self.client.delete_tag(from_repo, from_tag).await?;
+        }
+        self.invalidate_repo(from_repo);
+        Ok(())
+    }
+
+    /// Whether a node can be changed at all (for `setattr` of times and modes, which are
+    /// accepted and ignored on tags and directories).
+    pub fn is_changeable(&self, ino: u64) -> Result<bool> {
+        let node = self.node(ino)?;
+        Ok(!node.is_immutable() && node.kind() != Kind::Symlink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_content_may_carry_a_newline_or_quotes() {
+        let id = "a".repeat(64);
+        assert!(parse_tag_content(id.as_bytes()).is_some());
+        assert!(parse_tag_content(format!("{id}\n").as_bytes()).is_some());
+        assert!(parse_tag_content(format!("\"{id}\"\n").as_bytes()).is_some());
+        assert!(parse_tag_content(format!("  {id}  ").as_bytes()).is_some());
+        for bad in [
+            "",
+            "latest",
+            &"a".repeat(63),
+            &"A".repeat(64),
+            "0123456789abcdef",
+        ] {
+            assert!(parse_tag_content(bad.as_bytes()).is_none(), "{bad:?}");
+        }
+        assert!(parse_tag_content(&[0xff, 0xfe]).is_none());
+    }
+
+    #[test]
+    fn partial_content_is_judged_as_a_prefix() {
+        let id = "a".repeat(64);
+        for ok in [
+            "",
+            "ab",
+            "\"ab",
+            &id,
+            &format!("{id}\n"),
+            &format!("\"{id}\"\n"),
+        ] {
+            assert!(could_become_id(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in ["garbage", "ab\n", "AB", &"a".repeat(65), &format!("{id}x")] {
+            assert!(!could_become_id(bad.as_bytes()), "{bad:?}");
+        }
+    }
+}
