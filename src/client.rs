@@ -365,6 +365,43 @@ impl RegistryClient {
         .await
     }
 
+    /// Starts an image push with its json (`PUT /v1/images/<id>/json`).
+    pub async fn put_image_json(&self, id: &ImageId, json: Bytes) -> Result<()> {
+        let path = format!("/v1/images/{id}/json");
+        self.send_retrying(|| {
+            self.request(Method::PUT, &path)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(json.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Uploads a layer from a stream of chunks (`PUT /v1/images/<id>/layer`, chunked). Not
+    /// retried: the stream cannot be replayed; the caller retries the push.
+    pub async fn put_layer(&self, id: &ImageId, body: reqwest::Body) -> Result<()> {
+        let path = format!("/v1/images/{id}/layer");
+        let res = self
+            .request(Method::PUT, &path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        check(res).await.map(|_| ())
+    }
+
+    /// Completes an image push with the payload checksum.
+    pub async fn put_checksum(&self, id: &ImageId, payload: &str) -> Result<()> {
+        let path = format!("/v1/images/{id}/checksum");
+        self.send_retrying(|| {
+            self.request(Method::PUT, &path)
+                .header(v1::HEADER_CHECKSUM_PAYLOAD, payload)
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Adds images to a repository's image list.
     pub async fn add_repo_images(&self, repo: &RepoRef, ids: &[ImageId]) -> Result<()> {
         let entries: Vec<v1::ImageEntry> = ids

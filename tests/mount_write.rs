@@ -223,3 +223,182 @@ async fn two_writers_racing_on_one_tag_leave_one_of_their_values() {
     );
     tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
 }
+
+fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    // The result of the push: fsync reports it (std does not report errors from close).
+    f.sync_all()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_push_through_the_mount_in_either_order_and_pull_over_http() {
+    let (server, _base, _child, m) = setup(Some((ADMIN, ADMIN_PASSWORD)), false).await;
+    let c = server.client();
+    let first = Image::new("push-json-first", 3_000_123);
+    let second = Image::child("push-layer-first", &first, 2_000_001);
+    let (a, b) = (first.clone(), second.clone());
+    let m = tokio::task::spawn_blocking(move || {
+        let dir = m.join(&format!("images/{}", a.id));
+        std::fs::create_dir(&dir).unwrap();
+        write_file(&dir.join("json"), &a.json).unwrap();
+        write_file(&dir.join("layer"), &a.layer).unwrap();
+        let dir = m.join(&format!("images/{}", b.id));
+        std::fs::create_dir(&dir).unwrap();
+        write_file(&dir.join("layer"), &b.layer).unwrap();
+        write_file(&dir.join("json"), &b.json).unwrap();
+        // Tag it, as a user would, and the repository becomes pullable.
+        std::fs::create_dir_all(m.join("repositories/library/pushed")).unwrap();
+        write_file(
+            &m.join("repositories/library/pushed/tags/latest"),
+            format!("{}\n", b.id).as_bytes(),
+        )
+        .unwrap();
+        m
+    })
+    .await
+    .unwrap();
+    // A Docker 1.x pull, request by request.
+    let r = c
+        .send(
+            c.request("GET", "/v1/repositories/library/pushed/images")
+                .header("X-Docker-Token", "true"),
+            &Auth::None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let token = Auth::Token(r.header("x-docker-token").unwrap());
+    let tags = c.get("/v1/repositories/library/pushed/tags", &token).await;
+    assert_eq!(tags.json(), serde_json::json!({"latest": second.id}));
+    let ancestry = c
+        .get(&format!("/v1/images/{}/ancestry", second.id), &token)
+        .await;
+    assert_eq!(ancestry.json(), serde_json::json!([second.id, first.id]));
+    for image in [&first, &second] {
+        let json = c
+            .get(&format!("/v1/images/{}/json", image.id), &token)
+            .await;
+        assert_eq!(json.status, 200);
+        assert_eq!(json.body, image.json);
+        assert_eq!(
+            json.header("x-docker-checksum-payload"),
+            Some(image.checksum())
+        );
+        let layer = c
+            .get(&format!("/v1/images/{}/layer", image.id), &token)
+            .await;
+        assert!(layer.body == image.layer, "layer differs");
+    }
+    tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_r_copies_an_image_between_two_registries() {
+    let source = TestServer::start();
+    let target = TestServer::start();
+    let base = Image::new("cp-base", 100_000);
+    let top = Image::child("cp-top", &base, 1_500_000);
+    source
+        .client()
+        .push_repo(
+            "library/src",
+            &[base.clone(), top.clone()],
+            "latest",
+            &Auth::admin(),
+        )
+        .await;
+    let (su, tu) = (source.url.clone(), target.url.clone());
+    let (b, t) = (base.id.clone(), top.id.clone());
+    tokio::task::spawn_blocking(move || {
+        let creds = Some((ADMIN, ADMIN_PASSWORD));
+        let ms = TestMount::new(&su, creds);
+        let mt = TestMount::new(&tu, creds);
+        for id in [&b, &t] {
+            let status = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(ms.join(&format!("images/{id}")))
+                .arg(mt.join("images/"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "cp -r of {id}");
+        }
+    })
+    .await
+    .unwrap();
+    let c = target.client();
+    let r = c
+        .get(&format!("/v1/images/{}/ancestry", top.id), &Auth::None)
+        .await;
+    assert_eq!(r.json(), serde_json::json!([top.id, base.id]));
+    let r = c
+        .get(&format!("/v1/images/{}/layer", top.id), &Auth::None)
+        .await;
+    assert!(r.body == top.layer);
+    let r = c
+        .get(&format!("/v1/images/{}/json", top.id), &Auth::None)
+        .await;
+    assert_eq!(r.body, top.json);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_pushes_fail_and_leave_nothing_served() {
+    let (server, base, _child, m) = setup(Some((ADMIN, ADMIN_PASSWORD)), false).await;
+    let c = server.client();
+    let fresh = Image::new("bad-push", 10_000);
+    let orphan = Image::child("orphan", &Image::new("never-pushed", 1), 100);
+    let (f, o, existing) = (fresh.clone(), orphan.clone(), base.id.clone());
+    let m = tokio::task::spawn_blocking(move || {
+        // An image the registry has: EEXIST; its files: EPERM.
+        let e = std::fs::create_dir(m.join(&format!("images/{existing}"))).unwrap_err();
+        assert_eq!(errno(e), libc::EEXIST);
+        let dir = m.join(&format!("images/{}", f.id));
+        std::fs::create_dir(&dir).unwrap();
+        // json naming another image: EINVAL, nothing sent.
+        let e = write_file(&dir.join("json"), &o.json).unwrap_err();
+        assert_eq!(errno(e), libc::EINVAL);
+        // Non-sequential layer writes: EINVAL.
+        write_file(&dir.join("json"), &f.json).unwrap();
+        {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::create(dir.join("layer")).unwrap();
+            file.write_all_at(&f.layer[..100], 0).unwrap();
+            let e = file.write_all_at(&f.layer[5000..5100], 5000).unwrap_err();
+            assert_eq!(errno(e), libc::EINVAL);
+        }
+        // A parent the registry does not have: refused at close of the json.
+        let dir = m.join(&format!("images/{}", o.id));
+        std::fs::create_dir(&dir).unwrap();
+        let e = write_file(&dir.join("json"), &o.json).unwrap_err();
+        assert_eq!(errno(e), libc::EINVAL);
+        // A file that is not part of an image.
+        let e = std::fs::write(dir.join("other"), "x").unwrap_err();
+        assert_eq!(errno(e), libc::EINVAL);
+        m
+    })
+    .await
+    .unwrap();
+    for id in [&fresh.id, &orphan.id] {
+        let r = c.get(&format!("/v1/images/{id}/layer"), &Auth::None).await;
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{id} is not served: {}",
+            r.status
+        );
+    }
+    // A retry of the interrupted push completes it.
+    let f = fresh.clone();
+    let m = tokio::task::spawn_blocking(move || {
+        let dir = m.join(&format!("images/{}", f.id));
+        write_file(&dir.join("layer"), &f.layer).unwrap();
+        m
+    })
+    .await
+    .unwrap();
+    let r = c
+        .get(&format!("/v1/images/{}/layer", fresh.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == fresh.layer);
+    tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
+}

@@ -15,6 +15,7 @@ use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
 use super::tree::{ImageFile, Kind, Node};
 
+mod push;
 mod write;
 use crate::client::{ClientError, ImageInfo, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
@@ -99,6 +100,8 @@ struct Handle {
     node: Node,
     /// A tag opened for writing: what has been written, committed on flush/fsync/release.
     tag_write: Option<write::TagWrite>,
+    /// A file of an image being pushed.
+    image_write: Option<push::ImageWrite>,
     /// Small files: their whole content, read once at open.
     content: Option<Bytes>,
     /// Layers: where the last read ended, and the prefetch window.
@@ -122,6 +125,8 @@ pub struct RegistryFs {
     search: TtlMap<String, Bytes>,
     /// Namespaces made with `mkdir` that hold no repository yet (visible to this mount only).
     pending_namespaces: Mutex<BTreeSet<Namespace>>,
+    /// Images being pushed through this mount.
+    pending_images: Mutex<HashMap<ImageId, push::PendingImage>>,
     blocks: Arc<BlockCache>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -152,6 +157,7 @@ impl RegistryFs {
             repo_images: TtlMap::new(config.ttl, 4096),
             search: TtlMap::new(config.ttl, 1024),
             pending_namespaces: Mutex::new(BTreeSet::new()),
+            pending_images: Mutex::new(HashMap::new()),
             client,
             started: SystemTime::now(),
             inodes: InodeTable::default(),
@@ -246,6 +252,25 @@ impl RegistryFs {
     /// Checks that a node exists and works out its attributes.
     async fn stat(&self, node: &Node, ino: u64) -> Result<Entry> {
         let short = self.config.ttl;
+        if let Some(pending) = self.pending_stat(node) {
+            let size = pending?;
+            let (kind, perm) = match node.kind() {
+                Kind::Dir => (Kind::Dir, 0o755),
+                kind => (kind, 0o644),
+            };
+            return Ok(Entry {
+                attr: Attr {
+                    ino,
+                    kind,
+                    size,
+                    perm,
+                    mtime: SystemTime::now(),
+                    uid: self.config.uid,
+                    gid: self.config.gid,
+                },
+                ttl: short,
+            });
+        }
         let (kind, size, mtime, ttl) = match node {
             Node::Root | Node::Repos | Node::Images | Node::Search => {
                 (Kind::Dir, 0, self.started, short)
@@ -430,6 +455,7 @@ impl RegistryFs {
                 .into_iter()
                 .map(Node::Image)
                 .collect(),
+            Node::Image(id) if self.pending_image(id) => self.pending_files(id).unwrap_or_default(),
             Node::Image(id) => {
                 let info = self.image(id).await?;
                 let mut out: Vec<Node> = ImageFile::ALL
@@ -537,6 +563,7 @@ impl RegistryFs {
             Handle {
                 node: node.clone(),
                 tag_write: None,
+                image_write: None,
                 content,
                 last_end: 0,
                 window: 0,

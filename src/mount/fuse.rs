@@ -265,10 +265,14 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", &e)),
-        }
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.rt.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno("write", &e)),
+            }
+        });
     }
 
     fn setattr(
@@ -329,6 +333,27 @@ impl fuser::Filesystem for FuseAdapter {
             match fs.mkdir(parent.0, name).await {
                 Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let fs = self.fs.clone();
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        self.rt.spawn(async move {
+            let (Some(name), Some(target)) = (name.to_str(), target.to_str()) else {
+                return reply.error(Errno::EINVAL);
+            };
+            match fs.symlink(parent.0, name, target).await {
+                Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
+                Err(e) => reply.error(errno("symlink", &e)),
             }
         });
     }

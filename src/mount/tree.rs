@@ -35,7 +35,7 @@ pub enum Node {
     SearchResult(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageFile {
     Json,
     Layer,

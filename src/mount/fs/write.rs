@@ -72,7 +72,7 @@ fn could_become_id(buf: &[u8]) -> bool {
 }
 
 impl RegistryFs {
-    fn check_writable(&self) -> Result<()> {
+    pub(super) fn check_writable(&self) -> Result<()> {
         if self.config.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -101,10 +101,10 @@ impl RegistryFs {
             return Err(FsError::ReadOnly);
         }
         let Node::Tag(repo, tag) = &node else {
-            return Err(match node {
-                Node::ImageFile(..) => FsError::NotPermitted("images are immutable"),
-                _ => FsError::NotPermitted("this file cannot be written"),
-            });
+            return match node {
+                Node::ImageFile(id, file) => self.open_image_file(&id, file).await,
+                _ => Err(FsError::NotPermitted("this file cannot be written")),
+            };
         };
         self.check_writable()?;
         let buf = if truncate {
@@ -139,6 +139,7 @@ impl RegistryFs {
                     buf,
                     dirty,
                 }),
+                image_write: None,
                 content: None,
                 last_end: 0,
                 window: 0,
@@ -159,10 +160,14 @@ impl RegistryFs {
             Node::Tags(_) => parent
                 .child(name)
                 .ok_or(FsError::Invalid("not a valid tag name"))?,
-            Node::Image(_) | Node::Images => {
-                return Err(FsError::NotPermitted(
-                    "pushing images through the mount is not supported yet",
-                ));
+            Node::Image(id) => {
+                let Some(Node::ImageFile(_, file)) = parent.child(name) else {
+                    return Err(FsError::Invalid("an image holds json, layer and ancestry"));
+                };
+                let opened = self.open_image_file(id, file).await?;
+                let node = Node::ImageFile(id.clone(), file);
+                let ino = self.inodes.lookup(&node);
+                return Ok((self.stat(&node, ino).await?, opened));
             }
             _ => return Err(FsError::NotPermitted("files cannot be created here")),
         };
@@ -177,8 +182,14 @@ impl RegistryFs {
         Ok((entry, opened))
     }
 
-    /// `write`: tag files only, within their small size limit.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// `write`: tag files within their small size limit, and files of images being pushed.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let is_image = lock(&self.handles)
+            .get(&fh)
+            .is_some_and(|h| h.image_write.is_some());
+        if is_image {
+            return self.write_image(fh, offset, data).await;
+        }
         let mut handles = lock(&self.handles);
         let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
         let w = h.tag_write.as_mut().ok_or(FsError::BadHandle)?;
@@ -227,10 +238,15 @@ impl RegistryFs {
 
     /// `flush` (each `close`) and `fsync`: sets a written tag and reports the result.
     pub async fn flush(&self, fh: u64) -> Result<()> {
+        self.flush_image(fh).await?;
         let pending = {
             let handles = lock(&self.handles);
+            // Empty content is what a shell redirection has before the command writes (it
+            // closes a duplicate first): nothing to commit yet.
             match handles.get(&fh).and_then(|h| h.tag_write.as_ref()) {
-                Some(w) if w.dirty => Some((w.repo.clone(), w.tag.clone(), w.buf.clone())),
+                Some(w) if w.dirty && !w.buf.is_empty() => {
+                    Some((w.repo.clone(), w.tag.clone(), w.buf.clone()))
+                }
                 _ => None,
             }
         };
@@ -272,11 +288,14 @@ impl RegistryFs {
 
     /// `release`: commits what no flush did (errors can only be logged here).
     pub async fn release(&self, fh: u64) {
+        if let Err(e) = self.flush_image(fh).await {
+            tracing::error!(error = %e, "image push failed at release");
+        }
         let Some(handle) = self.take_handle(fh) else {
             return;
         };
         if let Some(w) = handle.tag_write {
-            if w.dirty {
+            if w.dirty && !w.buf.is_empty() {
                 if let Err(e) = self.commit_tag(&w.repo, &w.tag, &w.buf).await {
                     tracing::error!(repo = %w.repo, tag = %w.tag, error = %e, "tag not set");
                 }
@@ -293,9 +312,10 @@ impl RegistryFs {
                 .child(name)
                 .ok_or(FsError::Invalid("not a valid namespace or repository name"))?,
             Node::Images => {
-                return Err(FsError::NotPermitted(
-                    "pushing images through the mount is not supported yet",
-                ));
+                let Some(Node::Image(id)) = parent.child(name) else {
+                    return Err(FsError::Invalid("not an image id"));
+                };
+                return self.mkdir_image(&id).await;
             }
             _ => return Err(FsError::NotPermitted("directories cannot be made here")),
         };

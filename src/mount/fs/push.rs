@@ -1,0 +1,702 @@
+//! Pushing images through the mount: `mkdir images/<id>`, then `json` and `layer` in either
+//! order (or `cp -r` of an image directory exported by another mount).
+//!
+//! - The json is collected in memory (at most 1 MiB) and sent on close.
+//! - A layer written after the json is streamed to the registry while it is written, through a
+//!   small bounded queue (so memory stays flat whatever the layer's size); a layer written first
+//!   is spooled to an unnamed temporary file (never to memory) and sent when the json closes.
+//! - The payload checksum, `sha256(json + "\n" + layer)`, is computed on the way; the close (or
+//!   fsync) of the file that completes the image sends it, and its result is that call's
+//!   result. Until then the registry never serves the image.
+//! - `ancestry` and `parent`, as a mount exports them, are accepted when they match what the
+//!   json implies (also after the image completed, since `cp -r` copies in directory order);
+//!   different content is EINVAL. Writes must be sequential (EINVAL otherwise).
+
+use std::collections::BTreeSet;
+use std::io::{Seek, SeekFrom, Write};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
+use crate::client::ClientError;
+use crate::mount::tree::{ImageFile, Node};
+use crate::names::ImageId;
+
+/// Largest json or ancestry file accepted.
+const MAX_SMALL_FILE: usize = 1024 * 1024;
+/// Chunks queued between `write` and the streaming upload.
+const STREAM_QUEUE: usize = 4;
+/// How long a just-completed image keeps showing only the files written to it, so a `cp -r`
+/// still copying `ancestry` and `parent` can create them (its `O_EXCL` opens would otherwise
+/// find them already there).
+const COMPLETED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An image being pushed through this mount.
+#[derive(Debug, Default)]
+pub struct PendingImage {
+    /// Files created so far (for listings).
+    files: BTreeSet<ImageFile>,
+    /// The json, once closed and accepted by the registry.
+    json: Option<Bytes>,
+    /// Target of a `parent` symlink made through the mount.
+    parent_link: Option<String>,
+    /// An `ancestry` written before the json, checked when the json arrives.
+    early_ancestry: Option<Vec<u8>>,
+    layer: LayerState,
+    /// When the registry accepted the image (the push is over; see [`COMPLETED_GRACE`]).
+    completed: Option<std::time::Instant>,
+}
+
+impl PendingImage {
+    /// Whether everything a copied image directory holds has arrived.
+    fn all_files_written(&self) -> bool {
+        let has_parent = self
+            .json
+            .as_ref()
+            .and_then(|j| serde_json::from_slice::<serde_json::Value>(j).ok())
+            .and_then(|v| {
+                v.get("parent")
+                    .and_then(|p| p.as_str())
+                    .map(|p| !p.is_empty())
+            })
+            .unwrap_or(false);
+        self.files.contains(&ImageFile::Ancestry) && (!has_parent || self.parent_link.is_some())
+    }
+}
+
+#[derive(Debug, Default)]
+enum LayerState {
+    #[default]
+    None,
+    /// Spooled to a temporary file until the json is known; `closed` once its writer closed.
+    Spooled {
+        file: std::fs::File,
+        len: u64,
+        closed: bool,
+    },
+    /// Streaming to the registry.
+    Streaming {
+        tx: mpsc::Sender<Bytes>,
+        hasher: Sha256,
+        len: u64,
+        upload: tokio::task::JoinHandle<Result<(), ClientError>>,
+    },
+    /// Sent; the checksum is being (or has been) confirmed.
+    Sent { len: u64 },
+}
+
+impl LayerState {
+    fn len(&self) -> Option<u64> {
+        match self {
+            LayerState::Spooled { len, .. }
+            | LayerState::Streaming { len, .. }
+            | LayerState::Sent { len } => Some(*len),
+            LayerState::None => None,
+        }
+    }
+}
+
+/// A file of an image opened for writing.
+#[derive(Debug)]
+pub struct ImageWrite {
+    id: ImageId,
+    file: ImageFile,
+    /// json and ancestry content.
+    buf: Vec<u8>,
+    done: bool,
+    /// A write failed: nothing of this file may be committed.
+    failed: bool,
+}
+
+fn push_error(e: ClientError) -> FsError {
+    match e {
+        // A refused checksum, or anything the registry rejects mid-push, is a failed push.
+        ClientError::Refused(msg) if msg.contains("Checksum") => {
+            FsError::Registry(ClientError::Server(400))
+        }
+        other => FsError::Registry(other),
+    }
+}
+
+impl RegistryFs {
+    pub(super) fn pending_image(&self, id: &ImageId) -> bool {
+        let mut pending = lock(&self.pending_images);
+        let expired = pending
+            .get(id)
+            .and_then(|p| p.completed)
+            .is_some_and(|at| at.elapsed() > COMPLETED_GRACE);
+        if expired {
+            pending.remove(id);
+        }
+        pending.contains_key(id)
+    }
+
+    fn is_completed(&self, id: &ImageId) -> bool {
+        lock(&self.pending_images)
+            .get(id)
+            .is_some_and(|p| p.completed.is_some())
+    }
+
+    /// Stat of a node of a pending image, if it belongs to one.
+    pub(super) fn pending_stat(&self, node: &Node) -> Option<Result<u64>> {
+        let id = match node {
+            Node::Image(id) | Node::ImageFile(id, _) | Node::ParentLink(id) => id,
+            _ => return None,
+        };
+        if !self.pending_image(id) {
+            return None;
+        }
+        let pending = lock(&self.pending_images);
+        match node {
+            Node::Image(id) => pending.get(id).map(|_| Ok(0)),
+            Node::ImageFile(id, f) => {
+                let p = pending.get(id)?;
+                if !p.files.contains(f) {
+                    return Some(Err(FsError::NotFound));
+                }
+                let open_len = lock(&self.handles)
+                    .values()
+                    .find_map(|h| match &h.image_write {
+                        Some(w) if w.id == *id && w.file == *f && !w.done => {
+                            Some(w.buf.len() as u64)
+                        }
+                        _ => None,
+                    });
+                Some(Ok(match f {
+                    ImageFile::Json => p
+                        .json
+                        .as_ref()
+                        .map(|j| j.len() as u64)
+                        .or(open_len)
+                        .unwrap_or(0),
+                    ImageFile::Layer => p.layer.len().unwrap_or(0),
+                    ImageFile::Ancestry => open_len.unwrap_or(0),
+                }))
+            }
+            Node::ParentLink(id) => pending.get(id).map(|p| match &p.parent_link {
+                Some(target) => Ok(target.len() as u64),
+                None => Err(FsError::NotFound),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Names in a pending image's directory.
+    pub(super) fn pending_files(&self, id: &ImageId) -> Option<Vec<Node>> {
+        let pending = lock(&self.pending_images);
+        let p = pending.get(id)?;
+        let mut out: Vec<Node> = p
+            .files
+            .iter()
+            .map(|f| Node::ImageFile(id.clone(), *f))
+            .collect();
+        if p.parent_link.is_some() {
+            out.push(Node::ParentLink(id.clone()));
+        }
+        Some(out)
+    }
+
+    /// `mkdir images/<id>`: starts a push (EEXIST for an image the registry already has).
+    pub(super) async fn mkdir_image(&self, id: &ImageId) -> Result<Entry> {
+        self.check_writable()?;
+        if self.pending_image(id) || self.image(id).await.is_ok() {
+            return Err(FsError::Exists);
+        }
+        lock(&self.pending_images).insert(id.clone(), PendingImage::default());
+        let node = Node::Image(id.clone());
+        let ino = self.inodes.lookup(&node);
+        self.stat(&node, ino).await
+    }
+
+    /// Opens (or creates) a file of an image for writing.
+    pub(super) async fn open_image_file(&self, id: &ImageId, file: ImageFile) -> Result<Opened> {
+        self.check_writable()?;
+        if !self.pending_image(id) || self.is_completed(id) {
+            // A complete image: only re-writing what it already implies is accepted.
+            if file != ImageFile::Ancestry {
+                self.image(id).await?;
+                return Err(FsError::NotPermitted("images are immutable"));
+            }
+            self.image(id).await?;
+        } else if file == ImageFile::Layer {
+            let json_known = {
+                let pending = lock(&self.pending_images);
+                let p = pending.get(id).ok_or(FsError::NotFound)?;
+                if p.layer.len().is_some() {
+                    return Err(FsError::Invalid("the layer is already being written"));
+                }
+                p.json.clone()
+            };
+            let state = match json_known {
+                Some(json) => self.start_stream(id, &json),
+                None => LayerState::Spooled {
+                    file: tempfile::tempfile().map_err(|_| {
+                        FsError::Registry(ClientError::Protocol(
+                            "cannot create a spool file".into(),
+                        ))
+                    })?,
+                    len: 0,
+                    closed: false,
+                },
+            };
+            if let Some(p) = lock(&self.pending_images).get_mut(id) {
+                p.layer = state;
+            }
+        }
+        if let Some(p) = lock(&self.pending_images).get_mut(id) {
+            p.files.insert(file);
+        }
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.handles).insert(
+            fh,
+            Handle {
+                node: Node::ImageFile(id.clone(), file),
+                tag_write: None,
+                image_write: Some(ImageWrite {
+                    id: id.clone(),
+                    file,
+                    buf: Vec::new(),
+                    done: false,
+                    failed: false,
+                }),
+                content: None,
+                last_end: 0,
+                window: 0,
+                reads: 0,
+            },
+        );
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+        })
+    }
+
+    fn start_stream(&self, id: &ImageId, json: &Bytes) -> LayerState {
+        let (tx, rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
+        let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+        }));
+        let client = self.client.clone();
+        let id = id.clone();
+        let upload = tokio::spawn(async move { client.put_layer(&id, body).await });
+        let mut hasher = Sha256::new();
+        hasher.update(json);
+        hasher.update(b"\n");
+        LayerState::Streaming {
+            tx,
+            hasher,
+            len: 0,
+            upload,
+        }
+    }
+
+    /// `write` to an image file: sequential only. A failed write poisons the file: its close
+    /// reports the failure and commits nothing.
+    pub(super) async fn write_image(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let result = self.write_image_inner(fh, offset, data).await;
+        if result.is_err() {
+            if let Some(w) = lock(&self.handles)
+                .get_mut(&fh)
+                .and_then(|h| h.image_write.as_mut())
+            {
+                w.failed = true;
+            }
+        }
+        result
+    }
+
+    async fn write_image_inner(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let (id, file) = {
+            let mut handles = lock(&self.handles);
+            let w = handles
+                .get_mut(&fh)
+                .and_then(|h| h.image_write.as_mut())
+                .ok_or(FsError::BadHandle)?;
+            if w.done {
+                return Err(FsError::NotPermitted("the file was already committed"));
+            }
+            if w.file != ImageFile::Layer {
+                if offset != w.buf.len() as u64 {
+                    return Err(FsError::Invalid("writes must be sequential"));
+                }
+                if w.buf.len() + data.len() > MAX_SMALL_FILE {
+                    return Err(FsError::Invalid("file too large"));
+                }
+                w.buf.extend_from_slice(data);
+                return Ok(data.len() as u32);
+            }
+            (w.id.clone(), w.file)
+        };
+        debug_assert_eq!(file, ImageFile::Layer);
+        let chunk = Bytes::copy_from_slice(data);
+        let tx = {
+            let mut pending = lock(&self.pending_images);
+            let p = pending.get_mut(&id).ok_or(FsError::NotFound)?;
+            match &mut p.layer {
+                LayerState::Spooled { file, len, .. } => {
+                    if offset != *len {
+                        return Err(FsError::Invalid("writes must be sequential"));
+                    }
+                    // A local temporary file: this write is as fast as the page cache.
+                    file.seek(SeekFrom::Start(offset))
+                        .and_then(|_| file.write_all(&chunk))
+                        .map_err(|e| FsError::Registry(ClientError::Protocol(e.to_string())))?;
+                    *len += chunk.len() as u64;
+                    return Ok(data.len() as u32);
+                }
+                LayerState::Streaming {
+                    tx, hasher, len, ..
+                } => {
+                    if offset != *len {
+                        return Err(FsError::Invalid("writes must be sequential"));
+                    }
+                    hasher.update(&chunk);
+                    *len += chunk.len() as u64;
+                    tx.clone()
+                }
+                _ => return Err(FsError::Invalid("the layer was already sent")),
+            }
+        };
+        // Waits for room in the queue: the writer goes at the upload's pace.
+        if tx.send(chunk).await.is_err() {
+            return Err(FsError::Registry(ClientError::Transport(
+                "the layer upload failed".into(),
+            )));
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// `flush`/`fsync`/`release` of an image file: commits what it completes.
+    pub(super) async fn flush_image(&self, fh: u64) -> Result<()> {
+        let (id, file, buf) = {
+            let mut handles = lock(&self.handles);
+            let Some(w) = handles.get_mut(&fh).and_then(|h| h.image_write.as_mut()) else {
+                return Ok(());
+            };
+            if w.done {
+                return Ok(());
+            }
+            if w.failed {
+                w.done = true;
+                let (id, file) = (w.id.clone(), w.file);
+                drop(handles);
+                if file == ImageFile::Layer {
+                    self.abandon_layer(&id);
+                }
+                return Err(FsError::Invalid(
+                    "an earlier write failed; nothing was committed",
+                ));
+            }
+            // Nothing written yet: a shell redirection closes a duplicate descriptor before
+            // the command writes. Commit only once there is something to commit.
+            let empty = match w.file {
+                ImageFile::Layer => {
+                    lock(&self.pending_images)
+                        .get(&w.id)
+                        .and_then(|p| p.layer.len())
+                        .unwrap_or(0)
+                        == 0
+                }
+                _ => w.buf.is_empty(),
+            };
+            if empty {
+                return Ok(());
+            }
+            w.done = true;
+            (w.id.clone(), w.file, std::mem::take(&mut w.buf))
+        };
+        let result = match file {
+            ImageFile::Json => self.commit_json(&id, Bytes::from(buf)).await,
+            ImageFile::Layer => self.finish_layer(&id).await,
+            ImageFile::Ancestry => self.check_ancestry(&id, &buf).await,
+        };
+        self.settle(&id);
+        result
+    }
+
+    /// Drops a layer being written: an upload under way is cut off (the registry never
+    /// completes it), a spool is deleted, and the layer can be written again.
+    fn abandon_layer(&self, id: &ImageId) {
+        let state = lock(&self.pending_images).get_mut(id).map(|p| {
+            p.files.remove(&ImageFile::Layer);
+            std::mem::take(&mut p.layer)
+        });
+        if let Some(LayerState::Streaming { upload, .. }) = state {
+            upload.abort();
+        }
+    }
+
+    /// Forgets a completed push once every file of the copied directory has arrived.
+    fn settle(&self, id: &ImageId) {
+        let mut pending = lock(&self.pending_images);
+        if pending
+            .get(id)
+            .is_some_and(|p| p.completed.is_some() && p.all_files_written())
+        {
+            pending.remove(id);
+        }
+    }
+
+    async fn commit_json(&self, id: &ImageId, json: Bytes) -> Result<()> {
+        let value: serde_json::Value = serde_json::from_slice(&json)
+            .map_err(|_| FsError::Invalid("json is not valid JSON"))?;
+        if value.get("id").and_then(|v| v.as_str()) != Some(id.as_str()) {
+            return Err(FsError::Invalid("json names another image"));
+        }
+        let parent = value.get("parent").and_then(|v| v.as_str()).unwrap_or("");
+        let link = lock(&self.pending_images)
+            .get(id)
+            .and_then(|p| p.parent_link.clone());
+        if let Some(link) = link {
+            if link != format!("../{parent}") {
+                return Err(FsError::Invalid("parent link and json disagree"));
+            }
+        }
+        self.client
+            .put_image_json(id, json.clone())
+            .await
+            .map_err(push_error)?;
+        let early = lock(&self.pending_images).get_mut(id).and_then(|p| {
+            p.json = Some(json.clone());
+            p.early_ancestry.take()
+        });
+        if let Some(ancestry) = early {
+            self.check_ancestry(id, &ancestry).await?;
+        }
+        // A layer spooled before the json is sent now; a layer still being written switches
+        // to streaming after what is spooled.
+        let spooled = {
+            let mut pending = lock(&self.pending_images);
+            let p = pending.get_mut(id).ok_or(FsError::NotFound)?;
+            p.json = Some(json.clone());
+            match std::mem::take(&mut p.layer) {
+                LayerState::Spooled { file, len, closed } => Some((file, len, closed)),
+                other => {
+                    p.layer = other;
+                    None
+                }
+            }
+        };
+        let Some((mut file, len, closed)) = spooled else {
+            return Ok(());
+        };
+        let mut state = self.start_stream(id, &json);
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| FsError::Registry(ClientError::Protocol(e.to_string())))?;
+        // Feed the spool into the stream from a blocking thread, in 1 MiB pieces.
+        if let LayerState::Streaming { tx, hasher, .. } = &mut state {
+            let tx = tx.clone();
+            let (htx, hrx) = tokio::sync::oneshot::channel();
+            let mut h = hasher.clone();
+            tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; 1024 * 1024];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            h.update(&buf[..n]);
+                            if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let _ = htx.send(h);
+            });
+            *hasher = hrx.await.map_err(|_| {
+                FsError::Registry(ClientError::Protocol("spool read failed".into()))
+            })?;
+        }
+        if let LayerState::Streaming { len: l, .. } = &mut state {
+            *l = len;
+        }
+        if let Some(p) = lock(&self.pending_images).get_mut(id) {
+            p.layer = state;
+        }
+        if closed {
+            self.finish_layer(id).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn finish_layer(&self, id: &ImageId) -> Result<()> {
+        let state = {
+            let mut pending = lock(&self.pending_images);
+            let p = pending.get_mut(id).ok_or(FsError::NotFound)?;
+            match std::mem::take(&mut p.layer) {
+                LayerState::Spooled { file, len, .. } => {
+                    // No json yet: the push completes when it arrives.
+                    p.layer = LayerState::Spooled {
+                        file,
+                        len,
+                        closed: true,
+                    };
+                    return Ok(());
+                }
+                LayerState::Streaming {
+                    tx,
+                    hasher,
+                    upload,
+                    len,
+                } => {
+                    p.layer = LayerState::Sent { len };
+                    (tx, hasher, upload)
+                }
+                other => {
+                    p.layer = other;
+                    return Ok(());
+                }
+            }
+        };
+        let (tx, hasher, upload) = state;
+        drop(tx);
+        let sent = upload
+            .await
+            .map_err(|_| FsError::Registry(ClientError::Protocol("upload task failed".into())))?;
+        let result = match sent {
+            Ok(()) => {
+                let checksum = format!("sha256:{}", hex::encode(hasher.finalize()));
+                match self.client.put_checksum(id, &checksum).await {
+                    Ok(()) => Ok(()),
+                    // A retried checksum whose first attempt went through.
+                    Err(ClientError::Conflict) if self.client.image(id).await.is_ok() => Ok(()),
+                    Err(e) => Err(push_error(e)),
+                }
+            }
+            Err(e) => Err(push_error(e)),
+        };
+        match &result {
+            Ok(()) => {
+                let mut pending = lock(&self.pending_images);
+                let done = pending.get_mut(id).is_some_and(|p| {
+                    p.completed = Some(std::time::Instant::now());
+                    p.all_files_written()
+                });
+                if done {
+                    pending.remove(id);
+                }
+                drop(pending);
+                self.images.remove(id);
+            }
+            Err(e) => {
+                tracing::warn!(image = %id, error = %e, "push failed; write the layer again to retry");
+                if let Some(p) = lock(&self.pending_images).get_mut(id) {
+                    p.layer = LayerState::None;
+                    p.files.remove(&ImageFile::Layer);
+                }
+            }
+        }
+        result
+    }
+
+    /// The ancestry a pushed json implies: the image, then its parent's ancestry.
+    async fn expected_ancestry(&self, id: &ImageId) -> Result<Vec<ImageId>> {
+        if let Ok(a) = self.client.ancestry(id).await {
+            return Ok(a);
+        }
+        let json = lock(&self.pending_images)
+            .get(id)
+            .and_then(|p| p.json.clone())
+            .ok_or(FsError::Invalid("ancestry written before the json"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|_| FsError::Invalid("bad json"))?;
+        let mut out = vec![id.clone()];
+        if let Some(parent) = value
+            .get("parent")
+            .and_then(|v| v.as_str())
+            .filter(|p| !p.is_empty())
+        {
+            let parent: ImageId = parent.parse().map_err(|_| FsError::Invalid("bad parent"))?;
+            out.extend(self.client.ancestry(&parent).await?);
+        }
+        Ok(out)
+    }
+
+    async fn check_ancestry(&self, id: &ImageId, content: &[u8]) -> Result<()> {
+        let json_known = lock(&self.pending_images)
+            .get(id)
+            .is_none_or(|p| p.json.is_some());
+        if !json_known {
+            // Checked when the json arrives.
+            if let Some(p) = lock(&self.pending_images).get_mut(id) {
+                p.early_ancestry = Some(content.to_vec());
+            }
+            return Ok(());
+        }
+        let expected: String = self
+            .expected_ancestry(id)
+            .await?
+            .iter()
+            .map(|i| format!("{i}\n"))
+            .collect();
+        if content == expected.as_bytes() {
+            Ok(())
+        } else {
+            Err(FsError::Invalid("ancestry does not match the json"))
+        }
+    }
+
+    /// `symlink images/<id>/parent -> ../<parent>`: accepted when it matches the json.
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Entry> {
+        let dir = self.node(parent)?;
+        let Node::Image(id) = &dir else {
+            return Err(FsError::NotPermitted("symlinks cannot be made here"));
+        };
+        if name != "parent" {
+            return Err(FsError::Invalid("only `parent` links exist in an image"));
+        }
+        self.check_writable()?;
+        let json = if self.pending_image(id) {
+            lock(&self.pending_images)
+                .get(id)
+                .and_then(|p| p.json.clone())
+        } else {
+            Some(self.image(id).await?.json.clone())
+        };
+        match json {
+            Some(json) => {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&json).map_err(|_| FsError::Invalid("bad json"))?;
+                let parent = value.get("parent").and_then(|v| v.as_str()).unwrap_or("");
+                if parent.is_empty() || target != format!("../{parent}") {
+                    return Err(FsError::Invalid("parent link does not match the json"));
+                }
+                if let Some(p) = lock(&self.pending_images).get_mut(id) {
+                    p.parent_link = Some(target.to_string());
+                }
+            }
+            None => {
+                if let Some(p) = lock(&self.pending_images).get_mut(id) {
+                    p.parent_link = Some(target.to_string());
+                }
+            }
+        }
+        let node = Node::ParentLink(id.clone());
+        let ino = self.inodes.lookup(&node);
+        let entry = self.stat(&node, ino).await;
+        self.settle(id);
+        match entry {
+            // Accepted before the image completes: the link shows once the image does.
+            Err(FsError::NotFound) => Ok(Entry {
+                attr: super::Attr {
+                    ino,
+                    kind: crate::mount::tree::Kind::Symlink,
+                    size: target.len() as u64,
+                    perm: 0o777,
+                    mtime: std::time::SystemTime::now(),
+                    uid: self.config.uid,
+                    gid: self.config.gid,
+                },
+                ttl: self.config.ttl,
+            }),
+            other => other,
+        }
+    }
+}
