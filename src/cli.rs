@@ -285,10 +285,11 @@ pub fn is_mounted(path: &std::path::Path) -> bool {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let signal = crate::server::ShutdownSignal::install()?;
     let server = crate::server::bind(&config).await?;
     announce(&server.url())?;
     tracing::info!(url = %server.url(), storage = ?config.storage, "serving");
-    server.serve(crate::server::shutdown_signal()).await;
+    server.serve(signal.recv()).await;
     Ok(())
 }
 

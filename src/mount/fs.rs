@@ -496,7 +496,8 @@ impl RegistryFs {
         Ok(entries.into_iter().flatten().collect())
     }
 
-    /// Images the mount knows of: every repository's image list, plus images already seen.
+    /// Images the mount knows of: every repository's image list, with the ancestors of those
+    /// images whose ancestry has been read, and images being pushed through this mount.
     async fn known_images(&self) -> Result<BTreeSet<ImageId>> {
         let repos = self.repositories().await?;
         let lists: Vec<Arc<Vec<ImageId>>> = futures::stream::iter(repos.iter().cloned())
@@ -510,7 +511,17 @@ impl RegistryFs {
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        Ok(lists.iter().flat_map(|l| l.iter().cloned()).collect())
+        let listed: BTreeSet<ImageId> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
+        let mut known = listed.clone();
+        // Ancestors of listed images, where their ancestry has been read: no extra requests.
+        for id in &listed {
+            if let Some(ancestry) = self.ancestry.get(id) {
+                known.extend(ancestry.iter().cloned());
+            }
+        }
+        // Images being pushed through this mount show too.
+        known.extend(lock(&self.pending_images).keys().cloned());
+        Ok(known)
     }
 
     /// `readlink`.
@@ -652,6 +663,8 @@ impl RegistryFs {
         // A cold first read asks for exactly its bytes, so the first byte is not held up by a
         // whole block; the blocks behind it are already on their way.
         if first && !self.blocks.is_present(id, first_block) {
+            // Its block follows in the background, so these bytes are cached too.
+            drop(self.blocks.block(&self.client, id, layer_size, first_block));
             return self
                 .client
                 .layer_range(id, range)

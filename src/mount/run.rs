@@ -192,6 +192,11 @@ pub fn current_ids() -> (u32, u32) {
 /// Runs a mount until a signal or an external unmount. `announce` receives the registry URL
 /// once it is known (the embedded server's, or `--registry`).
 pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(), MountError> {
+    // Caught from here on: a signal during start-up still unmounts and exits cleanly.
+    let signal = crate::server::ShutdownSignal::install().map_err(|source| MountError::Mount {
+        path: config.mountpoint.display().to_string(),
+        source,
+    })?;
     let (stop_server, server_task, url, credentials) = match &config.registry {
         Some(url) => (None, None, url.clone(), config.credentials.clone()),
         None => {
@@ -234,7 +239,7 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             })??
     };
     tracing::info!(mountpoint = %config.mountpoint.display(), %url, "mounted");
-    let mut signal = std::pin::pin!(crate::server::shutdown_signal());
+    let mut signal = std::pin::pin!(signal.recv());
     loop {
         tokio::select! {
             () = &mut signal => break,

@@ -212,15 +212,16 @@ impl RegistryFs {
 
     /// Opens (or creates) a file of an image for writing.
     pub(super) async fn open_image_file(&self, id: &ImageId, file: ImageFile) -> Result<Opened> {
-        self.check_writable()?;
-        if !self.pending_image(id) || self.is_completed(id) {
+        let complete = !self.pending_image(id) || self.is_completed(id);
+        if complete {
             // A complete image: only re-writing what it already implies is accepted.
+            self.image(id).await?;
             if file != ImageFile::Ancestry {
-                self.image(id).await?;
                 return Err(FsError::NotPermitted("images are immutable"));
             }
-            self.image(id).await?;
-        } else if file == ImageFile::Layer {
+        }
+        self.check_writable()?;
+        if !complete && file == ImageFile::Layer {
             let json_known = {
                 let pending = lock(&self.pending_images);
                 let p = pending.get(id).ok_or(FsError::NotFound)?;
