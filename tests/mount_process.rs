@@ -1013,3 +1013,20 @@ fn base64_encode(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+/// A push left half-done when the mount ends is reported, and the exit code says so.
+#[test]
+fn ending_with_an_unfinished_push_reports_it_and_exits_non_zero() {
+    let mut m = MountProcess::start(&embedded(&[]), &[]);
+    m.wait_ready();
+    let img = Image::new("mp-unfinished", 1000);
+    let dir = m.path(&format!("images/{}", img.id));
+    std::fs::create_dir(&dir).unwrap();
+    // The json alone: the image waits for its layer.
+    std::fs::write(dir.join("json"), &img.json).unwrap();
+    m.signal("TERM");
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{status}\n{}", m.log());
+    assert!(m.log().contains("not completely pushed"), "{}", m.log());
+    assert!(!is_mounted(&m.mountpoint));
+}

@@ -41,6 +41,8 @@ pub enum MountError {
     },
     #[error("mountpoint {0} is not an existing directory")]
     Mountpoint(String),
+    #[error("{} change(s) did not reach the registry: {}", .0.len(), .0.join("; "))]
+    Unfinished(Vec<String>),
     #[error("unmounting {path} failed: {source}")]
     Unmount {
         path: String,
@@ -263,7 +265,17 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
     if let Some(task) = server_task {
         let _ = task.await;
     }
-    result
+    result?;
+    // Whatever was written but never committed is reported, and the exit code says so.
+    let unfinished = fs.unfinished();
+    if unfinished.is_empty() {
+        Ok(())
+    } else {
+        for what in &unfinished {
+            tracing::error!("{what}");
+        }
+        Err(MountError::Unfinished(unfinished))
+    }
 }
 
 /// Binds the embedded registry on its address, or on a free port when that one is taken.

@@ -431,6 +431,21 @@ impl RegistryFs {
         }
     }
 
+    /// Changes that have not reached the registry: pushes not completed and tags written but
+    /// not set. Reported when the mount ends, so nothing is lost silently.
+    pub fn unfinished(&self) -> Vec<String> {
+        let mut out: Vec<String> = lock(&self.pending_images)
+            .iter()
+            .filter(|(_, p)| p.completed.is_none() && !p.files.is_empty())
+            .map(|(id, _)| format!("image {id} was not completely pushed"))
+            .collect();
+        out.extend(lock(&self.handles).values().filter_map(|h| {
+            let w = h.tag_write.as_ref()?;
+            (w.is_dirty()).then(|| format!("tag {}:{} was not set", w.repo(), w.tag()))
+        }));
+        out
+    }
+
     /// Forgets a completed push once every file of the copied directory has arrived.
     fn settle(&self, id: &ImageId) {
         let mut pending = lock(&self.pending_images);

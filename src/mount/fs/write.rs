@@ -32,6 +32,18 @@ pub struct TagWrite {
 }
 
 impl TagWrite {
+    pub fn is_dirty(&self) -> bool {
+        self.dirty && !self.buf.is_empty()
+    }
+
+    pub fn repo(&self) -> &RepoRef {
+        &self.repo
+    }
+
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
     pub fn read(&self, offset: u64, size: u32) -> Bytes {
         let len = self.buf.len() as u64;
         let start = offset.min(len) as usize;
