@@ -402,3 +402,70 @@ async fn bad_pushes_fail_and_leave_nothing_served() {
     assert!(r.body == fresh.layer);
     tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
 }
+
+/// The registry dies in the middle of a layer: the error reaches the writer (write, close or
+/// fsync), nothing is served, and after a restart a retry completes the push.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_push_fails_the_push_and_a_retry_succeeds() {
+    let storage = tempfile::tempdir().unwrap();
+    let server = TestServer::on_disk(storage.path());
+    let addr = server.addr;
+    let url = server.url.clone();
+    let image = Image::new("killed-mid-push", 24 * 1024 * 1024);
+    let img = image.clone();
+    let (m, server) = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let m = TestMount::with_config(
+            &url,
+            Some((ADMIN, ADMIN_PASSWORD)),
+            FsConfig::default(),
+            Duration::from_secs(2),
+        );
+        let dir = m.join(&format!("images/{}", img.id));
+        std::fs::create_dir(&dir).unwrap();
+        write_file(&dir.join("json"), &img.json).unwrap();
+        let mut f = std::fs::File::create(dir.join("layer")).unwrap();
+        let half = img.layer.len() / 2;
+        f.write_all(&img.layer[..half]).unwrap();
+        server.kill();
+        // The rest goes nowhere: the failure shows at write or, at the latest, at fsync.
+        let rest = f.write_all(&img.layer[half..]);
+        let synced = f.sync_all();
+        assert!(
+            rest.is_err() || synced.is_err(),
+            "the failed push was reported"
+        );
+        drop(f);
+        let server = TestServer::restart(addr, storage.path());
+        (m, (server, storage))
+    })
+    .await
+    .unwrap();
+    let (server, storage) = server;
+    let c = server.client();
+    let r = c
+        .get(&format!("/v1/images/{}/layer", image.id), &Auth::None)
+        .await;
+    assert!(
+        r.status == 400 || r.status == 404,
+        "nothing served: {}",
+        r.status
+    );
+    // The retry: write the layer again.
+    let img = image.clone();
+    let m = tokio::task::spawn_blocking(move || {
+        let dir = m.join(&format!("images/{}", img.id));
+        write_file(&dir.join("layer"), &img.layer).unwrap();
+        m
+    })
+    .await
+    .unwrap();
+    let r = c
+        .get(&format!("/v1/images/{}/layer", image.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == image.layer);
+    tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
+    drop(server);
+    drop(storage);
+}

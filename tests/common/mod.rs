@@ -23,6 +23,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -51,6 +52,7 @@ impl TestServer {
     pub fn with_config(cfg: ServeConfig) -> Self {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("test-server".into())
             .spawn(move || {
@@ -62,12 +64,16 @@ impl TestServer {
                 rt.block_on(async move {
                     let server = regfs::server::bind(&cfg).await.unwrap();
                     addr_tx.send(server.local_addr()).unwrap();
-                    server
-                        .serve(async {
-                            let _ = shutdown_rx.await;
-                        })
-                        .await;
+                    let serve = server.serve(async {
+                        let _ = shutdown_rx.await;
+                    });
+                    tokio::select! {
+                        () = serve => {}
+                        // A kill: in-flight requests are cut off where they are.
+                        Ok(()) = kill_rx => {}
+                    }
                 });
+                rt.shutdown_background();
             })
             .unwrap();
         let addr = addr_rx
@@ -77,8 +83,27 @@ impl TestServer {
             addr,
             url: format!("http://{addr}"),
             shutdown: Some(shutdown_tx),
+            kill: Some(kill_tx),
             thread: Some(thread),
         }
+    }
+
+    /// Stops the server abruptly, as `kill -9` would: requests in flight are cut off.
+    pub fn kill(mut self) {
+        if let Some(tx) = self.kill.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// A server on `addr` over local storage in `dir` (a restart after a kill).
+    pub fn restart(addr: SocketAddr, dir: &Path) -> Self {
+        let mut cfg = Self::config();
+        cfg.listen = addr;
+        cfg.storage = StorageConfig::Local(dir.to_path_buf());
+        Self::with_config(cfg)
     }
 
     pub fn client(&self) -> Client {
