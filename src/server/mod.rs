@@ -111,7 +111,11 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
         Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
         None => None,
     };
-    let store = storage::open(&config.storage)?;
+    // Opening a local store walks it once (leftover uploads), so keep that off the runtime.
+    let storage_config = config.storage.clone();
+    let store = tokio::task::spawn_blocking(move || storage::open(&storage_config))
+        .await
+        .map_err(|e| ServeError::Storage(StorageError::Io(std::io::Error::other(e))))??;
     let registry = Registry::new(
         store,
         RegistryConfig {

@@ -43,6 +43,10 @@ impl ObjectBackend {
     /// they are acknowledged, so a 2xx survives a crash.
     pub fn local(dir: &FsPath) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
+        let removed = remove_staged_uploads(dir);
+        if removed > 0 {
+            tracing::info!(removed, "removed unfinished uploads left by an earlier run");
+        }
         let fs = LocalFileSystem::new_with_prefix(dir)?
             .with_fsync(true)
             .with_automatic_cleanup(true);
@@ -69,6 +73,39 @@ impl ObjectBackend {
     fn path(key: &Key) -> Path {
         Path::from(key.as_str())
     }
+}
+
+/// Deletes the staging files of uploads a crash or kill left behind (`<key>#<n>`, never
+/// listed or served, but taking space). Runs once, before the store is used.
+fn remove_staged_uploads(root: &FsPath) -> usize {
+    let mut removed = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if is_staged_upload(&entry.file_name().to_string_lossy())
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// `name#<digits>`: how the local backend names an upload before publishing it.
+fn is_staged_upload(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(base, n)| {
+        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 fn info(meta: &object_store::ObjectMeta) -> ObjectInfo {
@@ -246,5 +283,27 @@ impl Drop for ObjectUpload {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_uploads_are_recognised_and_removed_at_open() {
+        assert!(is_staged_upload("layer#1"));
+        assert!(is_staged_upload("layer#12345"));
+        for name in ["layer", "#1", "layer#", "layer#x1", "json"] {
+            assert!(!is_staged_upload(name), "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("images/abc");
+        std::fs::create_dir_all(&image).unwrap();
+        std::fs::write(image.join("layer#7"), b"half").unwrap();
+        std::fs::write(image.join("json"), b"{}").unwrap();
+        ObjectBackend::local(dir.path()).unwrap();
+        assert!(!image.join("layer#7").exists());
+        assert!(image.join("json").exists());
     }
 }
