@@ -36,6 +36,9 @@ pub struct ObjectBackend {
     part_concurrency: usize,
     /// Whether empty "directories" can exist (a local filesystem) and must be hidden.
     prune_empty_dirs: bool,
+    /// The directory of a local store: listings read it directly, which is several times
+    /// cheaper per call than the generic walk (tags are listed on every tags GET).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl ObjectBackend {
@@ -52,6 +55,7 @@ impl ObjectBackend {
             .with_automatic_cleanup(true);
         let mut backend = Self::new(Arc::new(fs), 4 * 1024 * 1024, 2);
         backend.prune_empty_dirs = true;
+        backend.local_root = Some(std::fs::canonicalize(dir)?);
         Ok(backend)
     }
 
@@ -67,6 +71,7 @@ impl ObjectBackend {
             part_size,
             part_concurrency: part_concurrency.max(1),
             prune_empty_dirs: false,
+            local_root: None,
         }
     }
 
@@ -99,6 +104,50 @@ fn remove_staged_uploads(root: &FsPath) -> usize {
         }
     }
     removed
+}
+
+/// Every object under `prefix` in a local store, with versions, skipping staged uploads.
+fn list_local(root: &FsPath, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>, StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![(root.join(prefix.as_str()), prefix.as_str().to_string())];
+    while let Some((dir, key)) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let child = format!("{key}/{name}");
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Deleted since the directory was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if meta.is_dir() {
+                dirs.push((entry.path(), child));
+            } else if !is_staged_upload(name) {
+                let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+                out.push((
+                    Key::from_listing(child),
+                    ObjectInfo {
+                        size: meta.len(),
+                        last_modified: meta.modified()?,
+                        e_tag: Some(format!("{:x}-{mtime_ns:x}-{:x}", meta.ino(), meta.len())),
+                    },
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// `name#<digits>`: how the local backend names an upload before publishing it.
@@ -198,6 +247,13 @@ impl BlobStore for ObjectBackend {
     }
 
     async fn list_with_info(&self, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>, StorageError> {
+        if let Some(root) = &self.local_root {
+            let root = root.clone();
+            let prefix = prefix.clone();
+            return tokio::task::spawn_blocking(move || list_local(&root, &prefix))
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+        }
         let metas: Vec<_> = self
             .inner
             .list(Some(&Self::path(prefix)))
