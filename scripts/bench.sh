@@ -11,6 +11,21 @@
 #   server   HTTP server against nginx (static files) and dd, on loopback:
 #            1 GiB layer GET, concurrent layer GETs, small GETs per second,
 #            1 GiB layer PUT, and peak server RSS over idle.
+#   mount    `regfs mount --registry` of a separate `regfs serve --storage`, on
+#            loopback; each figure against a baseline from the same run:
+#            1 GiB layer `cat`, cold, vs curl of the layer URL (>= 0.9x);
+#            4 `cat`s of 4 layers at once vs 4 curls (>= 0.9x aggregate);
+#            cached re-read vs a local file in the page cache (>= 0.9x); the
+#            whole `head -c 1` on a fresh mount vs curl's time_starttransfer
+#            (<= 1.5x + 1 ms); `ls -l` of 1,000 tags on a fresh mount vs the
+#            tags API call's time_total (<= 2x); the daemon's VmHWM during the
+#            4 readers (<= --cache-size + 64 MiB).
+#            "Cold" = a fresh mount (empty kernel and daemon caches), then
+#            `sync; echo 3 > /proc/sys/vm/drop_caches`, then the image's files in
+#            the server's storage dir are read back in (and the binaries the
+#            run uses), so regfs and curl start from the same server-side state:
+#            the layer in the server's page cache, nothing cached on the client.
+#            The layers are separate images with the same bytes.
 #
 # Knobs (environment):
 #   BENCH_LAYER_MIB   size of the big layer in MiB                 (1024)
@@ -20,7 +35,12 @@
 #   BENCH_DURATION    seconds per small-GET load run               (8)
 #   BENCH_WRK_CONNS   connections for the small-GET load runs      (64)
 #   BENCH_WRK_THREADS wrk threads                                  (2)
-#   BENCH_TMPDIR      where the scratch dir goes (needs ~9 GiB of disk;
+#   BENCH_MOUNT_READERS  layers read at once by the parallel test   (4)
+#   BENCH_MOUNT_CACHE_MIB  --cache-size of the mount, MiB            (256)
+#   BENCH_MOUNT_FAST_REPS  repetitions of the first-byte and ls tests (9)
+#   BENCH_MOUNT_TAGS  tags pushed for the ls test                  (1000)
+#   BENCH_TMPDIR      where the scratch dir goes (needs ~9 GiB of disk for
+#                     server, (1 + BENCH_MOUNT_READERS) layers for mount;
 #                     default: target/bench-tmp under the repo root)
 #   BENCH_SKIP_BUILD  set to 1 to use the existing release binary
 #   BENCH_BIN         regfs binary to run (default target/release/regfs)
@@ -40,16 +60,19 @@
 # Adding a section: write a function section_NAME that ends with
 # print_results, and add NAME to ALL_SECTIONS.
 #
-# Needs: curl, nginx, wrk (installed through apt-get when missing and running
-# as root or with sudo). Everything runs on 127.0.0.1; nginx runs with a
-# private config and prefix in the scratch dir, not the system one.
+# Needs: curl, nginx, wrk, and for mount /dev/fuse and fusermount3 (fuse3);
+# installed through apt-get when missing and running as root or with sudo.
+# Dropping the page cache needs root or password-less sudo (without it the
+# mount section says so and runs with the page cache kept).
+# Everything runs on 127.0.0.1; nginx runs with a private config and prefix
+# in the scratch dir, not the system one.
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BENCH_BIN:-$ROOT/target/release/regfs}
 
-ALL_SECTIONS=(server)
+ALL_SECTIONS=(server mount)
 
 LAYER_MIB=${BENCH_LAYER_MIB:-1024}
 CONC=${BENCH_CONC:-64}
@@ -59,6 +82,11 @@ DURATION=${BENCH_DURATION:-8}
 WRK_CONNS=${BENCH_WRK_CONNS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 ACCESS_LOG=${BENCH_ACCESS_LOG:-0}
+MOUNT_READERS=${BENCH_MOUNT_READERS:-4}
+MOUNT_CACHE_MIB=${BENCH_MOUNT_CACHE_MIB:-256}
+MOUNT_FAST_REPS=${BENCH_MOUNT_FAST_REPS:-9}
+MOUNT_TAGS=${BENCH_MOUNT_TAGS:-1000}
+NEED_FUSE=0
 
 ADMIN_USER="admin"
 ADMIN_PASS="bench-$RANDOM$RANDOM"
@@ -70,15 +98,29 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # die from a command substitution also takes the main script down
 die() {
   log "ERROR: $*"
-  if [[ -n ${SERVER_PID:-} ]] && ! alive "$SERVER_PID"; then
-    log "regfs (pid $SERVER_PID) is no longer running; the end of its stderr:"
-    tail -n 20 "$WORK/server.err" >&2 2>/dev/null || true
-  fi
+  gone "${SERVER_PID:-}" regfs server.err
+  gone "${MOUNT_PID:-}" "regfs mount" mount.err
   [[ $BASHPID == "$$" ]] || kill -USR1 "$$" 2>/dev/null
   exit 1
 }
 
+# for die: say so when PID (named NAME, stderr in $WORK/ERRFILE) is no longer running
+gone() { # pid name errfile
+  local st=""
+  [[ -n $1 ]] && ! alive "$1" || return 0
+  # only the main shell can reap it and learn how it ended
+  if [[ $BASHPID == "$$" ]]; then
+    wait "$1" 2>/dev/null && st=" (exit status 0: regfs exits 0 only after SIGINT or SIGTERM)" ||
+      st=" (exit status $?)"
+  fi
+  log "$2 (pid $1) is no longer running$st; the end of its stderr:"
+  tail -n 20 "$WORK/$3" >&2 2>/dev/null || true
+}
+
 now_ns() { date +%s%N; }
+
+# seconds from one $EPOCHREALTIME to another (read inline: no fork around what is timed)
+elapsed_s() { local a=${1/[.,]/} b=${2/[.,]/}; fdiv "$((10#$b - 10#$a))" 1000000; }
 
 # running, and not a zombie waiting to be reaped
 alive() {
@@ -95,16 +137,29 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print
 fdiv() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print 0; else printf "%.6f\n", a/b }'; }
 fmt_mibs() { awk -v x="$1" 'BEGIN{ printf "%.0f MiB/s", x/1048576 }'; }
 fmt_rps() { awk -v x="$1" 'BEGIN{ printf "%.0f req/s", x }'; }
+fmt_ms() { awk -v x="$1" 'BEGIN{ printf "%.2f ms", x * 1000 }'; }
 
 # ---------------------------------------------------------------- cleanup
 
 WORK=""
 WORK_BASE_CREATED=""
 declare -a CLEANUP_PIDS=()
+declare -a CLEANUP_MOUNTS=()
+
+# whether DIR is a mount point now (mountinfo escapes space, tab, newline, backslash)
+is_mounted() {
+  local m=$1
+  m=${m//\\/\\134} m=${m// /\\040} m=${m//$'\t'/\\011} m=${m//$'\n'/\\012}
+  M=$m awk '$5 == ENVIRON["M"] { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
 
 cleanup() {
-  local rc=$? pid
+  local rc=$? pid m
   set +e
+  # unmount first: a daemon stopped under a busy mount would leave readers hanging
+  for m in "${CLEANUP_MOUNTS[@]}"; do
+    is_mounted "$m" && fusermount3 -u "$m" 2>/dev/null
+  done
   for pid in "${CLEANUP_PIDS[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null
@@ -116,8 +171,15 @@ cleanup() {
     alive "$pid" && kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
+  for m in "${CLEANUP_MOUNTS[@]}"; do
+    if is_mounted "$m"; then
+      fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null ||
+        log "WARNING: could not unmount $m"
+    fi
+  done
   if [[ -n "$WORK" && -d "$WORK" ]]; then
-    rm -rf "$WORK"
+    # --one-file-system: never descend into a mount that could not be detached
+    rm -rf --one-file-system "$WORK"
     [[ -n $WORK_BASE_CREATED ]] && rmdir "$WORK_BASE_CREATED" 2>/dev/null
   fi
   exit "$rc"
@@ -195,6 +257,7 @@ need_tools() {
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx-light)
   command -v wrk >/dev/null || pkgs+=(wrk)
   command -v cmp >/dev/null || pkgs+=(diffutils)
+  [[ $NEED_FUSE == 1 ]] && ! command -v fusermount3 >/dev/null && pkgs+=(fuse3)
   ((${#pkgs[@]} == 0)) && return 0
   local sudo=""
   if [[ $(id -u) != 0 ]]; then
@@ -469,12 +532,22 @@ get_once() {
 
 # get_concurrent URL N EXPECTED_BYTES -> prints aggregate bytes/s
 get_concurrent() {
-  local url=$1 n=$2 want=$3 dir t0 t1 i code size bad=0 first=""
-  local -a pids=()
+  local url=$1 n=$2 want=$3 i
+  local -a urls=()
+  for ((i = 0; i < n; i++)); do urls+=("$url"); done
+  get_parallel "$want" "${urls[@]}"
+}
+
+# get_parallel EXPECTED_BYTES URL...: one curl per URL, all at once -> prints aggregate bytes/s
+get_parallel() {
+  local want=$1 dir t0 t1 i code size bad=0 first="" n
+  shift
+  local -a pids=() urls=("$@")
+  n=${#urls[@]}
   dir=$(mktemp -d "$WORK/conc.XXXXXX")
   t0=$(now_ns)
   for ((i = 0; i < n; i++)); do
-    curl -sS -o /dev/null -w '%{http_code} %{size_download}\n' "$url" >"$dir/$i" 2>&1 &
+    curl -sS -o /dev/null -w '%{http_code} %{size_download}\n' "${urls[i]}" >"$dir/$i" 2>&1 &
     pids+=($!)
   done
   for i in "${pids[@]}"; do wait "$i" || true; done
@@ -488,7 +561,7 @@ get_concurrent() {
     fi
   done
   rm -rf "$dir"
-  ((bad == 0)) || die "concurrent GET $url: $bad of $n transfers failed or were short; first: $first"
+  ((bad == 0)) || die "concurrent GET ${urls[0]} (first of $n): $bad of $n transfers failed or were short; first: $first"
   fdiv "$((n * want))" "$(fdiv "$((t1 - t0))" 1000000000)"
 }
 
@@ -711,6 +784,306 @@ section_server() {
   print_results "server: regfs against nginx $(nginx_version) and dd; loopback, $(nproc) cores, access logs $([[ $ACCESS_LOG == 1 ]] && echo on || echo off)"
 }
 
+# ---------------------------------------------------------------- section: mount
+
+MOUNT_PID=""
+MOUNT_DIR=""
+MOUNT_STORAGE=""
+
+# start_mount DIR: a fresh `regfs mount` of the running server at DIR, in the
+# background; returns once DIR shows up in /proc/self/mountinfo
+start_mount() {
+  local dir=$1 i
+  local -a envs=()
+  [[ $ACCESS_LOG == 1 ]] || envs=(RUST_LOG=warn)
+  is_mounted "$dir" && die "$dir is already mounted"
+  env "${envs[@]}" "$BIN" mount "$dir" --registry "$SERVER_URL" \
+    --cache-size "$((MOUNT_CACHE_MIB * 1048576))" >"$WORK/mount.out" 2>>"$WORK/mount.err" &
+  MOUNT_PID=$!
+  MOUNT_DIR=$dir
+  track_pid "$MOUNT_PID"
+  [[ " ${CLEANUP_MOUNTS[*]} " == *" $dir "* ]] || CLEANUP_MOUNTS+=("$dir")
+  for ((i = 0; i < 1000; i++)); do
+    is_mounted "$dir" && return 0
+    alive "$MOUNT_PID" || break
+    sleep 0.01
+  done
+  die "regfs mount did not mount $dir"
+}
+
+# stop_mount: fusermount3 -u, then wait for the daemon to exit by itself
+stop_mount() {
+  local pid=$MOUNT_PID dir=$MOUNT_DIR rc=0 i
+  [[ -n $pid ]] || return 0
+  alive "$pid" || die "regfs mount (pid $pid) died while mounted"
+  fusermount3 -u "$dir" 2>>"$WORK/mount.err" || log "WARNING: fusermount3 -u $dir failed"
+  for ((i = 0; i < 500; i++)); do alive "$pid" || break; sleep 0.01; done
+  MOUNT_PID=""
+  if alive "$pid"; then
+    log "WARNING: regfs mount (pid $pid) still running 5 s after the unmount; stopping it"
+    stop_pid "$pid"
+  else
+    untrack_pid "$pid"
+    wait "$pid" 2>/dev/null || rc=$?
+    ((rc == 0)) || log "WARNING: regfs mount exited with status $rc after fusermount3 -u"
+  fi
+  if is_mounted "$dir"; then
+    log "WARNING: $dir still mounted after the daemon exited; detaching it"
+    fusermount3 -u -z "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null || true
+  fi
+}
+
+DROP_CACHES="" # "yes" once dropping the page cache worked, "no" when it cannot
+drop_caches() {
+  sync
+  [[ $DROP_CACHES == no ]] && return 0
+  if { [[ $(id -u) == 0 ]] && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null ||
+    { command -v sudo >/dev/null && sudo -n sh -c 'echo 3 > /proc/sys/vm/drop_caches'; } 2>/dev/null; then
+    DROP_CACHES=yes
+  else
+    log "WARNING: cannot drop the page cache (needs root or sudo -n); cold runs are cold in the daemon and the mount only"
+    DROP_CACHES=no
+  fi
+}
+
+# cold ID...: drop the page cache, then read back the files of these images in
+# the server's storage dir, and the programs the timed commands run, so that the
+# mount and curl start from the same state: the server's copy in memory, nothing
+# cached on the client side
+cold() {
+  local id
+  drop_caches
+  for id; do cat "$MOUNT_STORAGE/images/$id/"* >/dev/null; done
+  cat "$BIN" >/dev/null
+  head -c 0 /dev/null
+  ls -l /dev/null >/dev/null
+  curl -s -o /dev/null file:///dev/null || true
+}
+
+# time_cmd CMD...: run CMD with stdout to /dev/null; sets CMD_S to its wall time
+CMD_S=""
+time_cmd() {
+  local t0 t1
+  t0=$EPOCHREALTIME
+  "$@" >/dev/null || die "$* failed"
+  t1=$EPOCHREALTIME
+  CMD_S=$(elapsed_s "$t0" "$t1")
+}
+
+# par_cat FILE...: one cat per file, all at once; sets CMD_S to the wall time
+par_cat() {
+  local f pid t0 t1 bad=0
+  local -a pids=()
+  t0=$EPOCHREALTIME
+  for f; do
+    cat "$f" >/dev/null &
+    pids+=($!)
+    track_pid "$!"
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || bad=$((bad + 1)); done
+  t1=$EPOCHREALTIME
+  for pid in "${pids[@]}"; do untrack_pid "$pid"; done
+  ((bad == 0)) || die "$bad of $# parallel cats failed"
+  CMD_S=$(elapsed_s "$t0" "$t1")
+}
+
+# curl_timing URL VAR -> prints curl's -w variable VAR (seconds) for one GET, which must be 200
+curl_timing() {
+  local url=$1 var=$2 out code t
+  out=$(curl -sS -o /dev/null -w "%{http_code} %{$var}" "$url") || die "GET $url: curl failed"
+  read -r code t <<<"$out"
+  [[ $code == 200 ]] || die "GET $url: HTTP $code"
+  echo "$t"
+}
+
+# push_tags REPO N ID: N tags t00000.. on REPO, all for image ID, from one curl
+# process (8 keep-alive transfers at a time)
+push_tags() {
+  local REPO=$1 n=$2 id=$3 i ok cfg="$WORK/tags.curl" # REPO: read by create_repo
+  create_repo
+  for ((i = 0; i < n; i++)); do
+    printf 'url = "%s/v1/repositories/%s/tags/t%05d"\noutput = "/dev/null"\n' "$SERVER_URL" "$REPO" "$i"
+  done >"$cfg"
+  ok=$(curl -sS --no-progress-meter -u "$ADMIN_USER:$ADMIN_PASS" -X PUT \
+    -H 'Content-Type: application/json' --data-binary "\"$id\"" -w '%{http_code}\n' \
+    --parallel --parallel-max 8 --config "$cfg" | grep -c '^200$') || true
+  ((ok == n)) || die "only $ok of $n tag PUTs answered 200"
+}
+
+# record a figure against a "<= FACTOR x baseline + SLACK" goal (lower is better)
+record_max() { # name regfs_val baseline_val factor slack fmtfn baseline_label target_text
+  local val=$2 base=$3 ok
+  ok=$(awk -v a="$val" -v b="$base" -v f="$4" -v s="$5" 'BEGIN{ print (a <= f * b + s) ? 1 : 0 }')
+  record "$1" "$($6 "$val")" "$7 $($6 "$base")" \
+    "$(awk -v r="$(fdiv "$val" "$base")" 'BEGIN{ printf "%.2fx", r }')" "$8" "$ok"
+}
+
+ms_list() { local v; for v in "$@"; do printf '%s  ' "$(fmt_ms "$v")"; done; }
+
+section_mount() {
+  local data="$WORK/mount-data" storage="$WORK/mount-storage" mnt src bytes total
+  local tag_repo=library/tagbench tags_dir tags_url i k n hwm h idle
+  local -a ids=() urls=() files=() a=() b=() c=() hwms=()
+  [[ -c /dev/fuse ]] || die "/dev/fuse is missing: the mount section needs FUSE"
+  command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
+  mkdir -p "$data" "$WORK/mnt"
+  mnt=$(cd "$WORK/mnt" && pwd -P)
+  MOUNT_STORAGE=$storage
+  : >"$WORK/mount.err"
+
+  src="$data/layer"
+  log "generating ${LAYER_MIB} MiB test layer"
+  head -c "$((LAYER_MIB * 1048576))" /dev/urandom >"$src"
+  bytes=$(stat -c %s "$src")
+  total=$((MOUNT_READERS * bytes))
+
+  start_server "$storage"
+  log "pushing $MOUNT_READERS images with ${LAYER_MIB} MiB layers, and $MOUNT_TAGS tags on $tag_repo"
+  create_repo
+  for ((k = 0; k < MOUNT_READERS; k++)); do
+    ids+=("$(new_id)")
+    push_image "${ids[k]}" "$src" "layer$k"
+    urls+=("$SERVER_URL/v1/images/${ids[k]}/layer")
+    files+=("$mnt/images/${ids[k]}/layer")
+    # the storage layout is in src/storage/keys.rs
+    [[ -f $storage/images/${ids[k]}/layer ]] ||
+      die "no $storage/images/${ids[k]}/layer: has the storage layout changed?"
+  done
+  push_tags "$tag_repo" "$MOUNT_TAGS" "${ids[0]}"
+  tags_dir="$mnt/repositories/$tag_repo/tags"
+  tags_url="$SERVER_URL/v1/repositories/$tag_repo/tags"
+
+  log "checking a layer and the tags through the mount"
+  start_mount "$mnt"
+  idle=$(rss_kib "$MOUNT_PID" VmRSS)
+  cmp -s "${files[0]}" "$src" || die "the layer read through the mount differs from the one pushed"
+  n=$(find "$tags_dir" -mindepth 1 -maxdepth 1 -printf '.' | wc -c)
+  ((n == MOUNT_TAGS)) || die "the mount lists $n tags in $tags_dir, want $MOUNT_TAGS"
+  log "  regfs mount RSS $((idle / 1024)) MiB at start, $(($(rss_kib "$MOUNT_PID" VmHWM) / 1024)) MiB peak after the check"
+  stop_mount
+
+  # 1. one sequential reader, cold, against curl
+  log "1: ${LAYER_MIB} MiB cat through a fresh mount, then curl, both cold, x $REPS"
+  a=() b=() hwm=0
+  for ((i = 0; i < REPS; i++)); do
+    start_mount "$mnt"
+    cold "${ids[0]}"
+    time_cmd cat "${files[0]}"
+    a+=("$(fdiv "$bytes" "$CMD_S")")
+    h=$(rss_kib "$MOUNT_PID" VmHWM)
+    ((h > hwm)) && hwm=$h
+    stop_mount
+    cold "${ids[0]}"
+    b+=("$(get_once "${urls[0]}" "$bytes")")
+  done
+  log "  mount: $(mibs_list "${a[@]}")"
+  log "  curl:  $(mibs_list "${b[@]}")"
+  log "  daemon peak RSS $((hwm / 1024)) MiB"
+  record_ratio "${LAYER_MIB} MiB cat, cold (median/$REPS)" \
+    "$(median "${a[@]}")" "$(median "${b[@]}")" 0.9 fmt_mibs curl
+
+  # 2. parallel readers of different layers, and 6. the daemon's peak RSS meanwhile
+  log "2: $MOUNT_READERS cats of $MOUNT_READERS ${LAYER_MIB} MiB layers at once, then $MOUNT_READERS curls, both cold, x $REPS"
+  a=() b=() hwms=()
+  for ((i = 0; i < REPS; i++)); do
+    start_mount "$mnt"
+    cold "${ids[@]}"
+    par_cat "${files[@]}"
+    a+=("$(fdiv "$total" "$CMD_S")")
+    hwms+=("$(rss_kib "$MOUNT_PID" VmHWM)")
+    stop_mount
+    cold "${ids[@]}"
+    b+=("$(get_parallel "$bytes" "${urls[@]}")")
+  done
+  log "  mount: $(mibs_list "${a[@]}")"
+  log "  curl:  $(mibs_list "${b[@]}")"
+  log "  daemon VmHWM per run: $(for h in "${hwms[@]}"; do printf '%s MiB  ' "$((h / 1024))"; done)"
+  record_ratio "${MOUNT_READERS}x ${LAYER_MIB} MiB cat at once, aggr." \
+    "$(median "${a[@]}")" "$(median "${b[@]}")" 0.9 fmt_mibs "${MOUNT_READERS} curls"
+  hwm=$(printf '%s\n' "${hwms[@]}" | sort -n | tail -n 1)
+
+  # 3. re-read with the layer in the kernel's page cache, against a local file
+  log "3: ${LAYER_MIB} MiB re-read from the page cache, through the mount and of a local file, x $REPS"
+  a=() b=()
+  start_mount "$mnt"
+  cat "${files[0]}" >/dev/null
+  cat "$src" >/dev/null
+  for ((i = 0; i < REPS; i++)); do
+    time_cmd cat "${files[0]}"
+    a+=("$(fdiv "$bytes" "$CMD_S")")
+    time_cmd cat "$src"
+    b+=("$(fdiv "$bytes" "$CMD_S")")
+  done
+  stop_mount
+  log "  mount:      $(mibs_list "${a[@]}")"
+  log "  local file: $(mibs_list "${b[@]}")"
+  record_ratio "${LAYER_MIB} MiB cached re-read (median/$REPS)" \
+    "$(median "${a[@]}")" "$(median "${b[@]}")" 0.9 fmt_mibs "local file"
+
+  # 4. time to first byte: the whole `head -c 1` on a fresh mount, against curl's
+  # time_starttransfer (which leaves out curl's own start-up)
+  log "4: head -c 1 of a cold layer on a fresh mount, then curl time_starttransfer, x $MOUNT_FAST_REPS"
+  a=() b=()
+  for ((i = 0; i < MOUNT_FAST_REPS; i++)); do
+    start_mount "$mnt"
+    cold "${ids[0]}"
+    time_cmd head -c 1 "${files[0]}"
+    a+=("$CMD_S")
+    stop_mount
+    cold "${ids[0]}"
+    b+=("$(curl_timing "${urls[0]}" time_starttransfer)")
+  done
+  log "  mount: $(ms_list "${a[@]}")"
+  log "  curl:  $(ms_list "${b[@]}")"
+  c=()
+  for ((i = 0; i < 5; i++)); do time_cmd head -c 1 "$src"; c+=("$CMD_S"); done
+  log "  (for scale: head -c 1 of a local file takes $(fmt_ms "$(median "${c[@]}")") here)"
+  record_max "first byte, cold (median/$MOUNT_FAST_REPS)" \
+    "$(median "${a[@]}")" "$(median "${b[@]}")" 1.5 0.001 fmt_ms curl "<=1.5x+1ms"
+
+  # 5. ls -l of a big tags dir on a fresh mount, against the tags API call; the
+  # server has answered that call once before, so its own caches are warm for both
+  log "5: ls -l of $MOUNT_TAGS tags on a fresh mount (and again after the 1 s TTL), then curl, x $MOUNT_FAST_REPS"
+  curl_timing "$tags_url" time_total >/dev/null
+  a=() b=() c=()
+  for ((i = 0; i < MOUNT_FAST_REPS; i++)); do
+    start_mount "$mnt"
+    time_cmd ls -l "$tags_dir"
+    a+=("$CMD_S")
+    sleep 1.1
+    time_cmd ls -l "$tags_dir"
+    c+=("$CMD_S")
+    stop_mount
+    b+=("$(curl_timing "$tags_url" time_total)")
+  done
+  log "  mount, fresh:     $(ms_list "${a[@]}")"
+  log "  mount, after TTL: $(ms_list "${c[@]}") (median $(fmt_ms "$(median "${c[@]}")"))"
+  log "  curl:             $(ms_list "${b[@]}")"
+  mkdir "$data/tags"
+  (cd "$data/tags" && for ((i = 0; i < MOUNT_TAGS; i++)); do printf '%s\n' "${ids[0]}" >"t$i"; done)
+  c=()
+  for ((i = 0; i < 5; i++)); do time_cmd ls -l "$data/tags"; c+=("$CMD_S"); done
+  log "  (for scale: ls -l of a local dir of $MOUNT_TAGS files takes $(fmt_ms "$(median "${c[@]}")") here)"
+  record_max "ls -l $MOUNT_TAGS tags, cold (median/$MOUNT_FAST_REPS)" \
+    "$(median "${a[@]}")" "$(median "${b[@]}")" 2 0 fmt_ms "curl tags API" "<= 2.00x"
+
+  # 6. from test 2
+  record "daemon peak RSS, ${MOUNT_READERS} readers" "$((hwm / 1024)) MiB" \
+    "--cache-size $MOUNT_CACHE_MIB MiB" "-" "<= $((MOUNT_CACHE_MIB + 64)) MiB" \
+    "$( ((hwm <= (MOUNT_CACHE_MIB + 64) * 1024)) && echo 1 || echo 0)"
+
+  n=$(grep -c . "$WORK/mount.err" || true)
+  if ((n > 0)); then
+    log "regfs mount wrote $n lines to stderr over the section (RUST_LOG=warn), by count:"
+    # without colours and timestamps
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9TZ:.-]* *//' "$WORK/mount.err" | sort | uniq -c |
+      sort -rn | head -n 5 >&2
+  fi
+  stop_pid "$SERVER_PID"
+  rm -rf "$data" "$storage"
+  print_results "mount: regfs mount (--cache-size $MOUNT_CACHE_MIB MiB) against curl and local reads; loopback, $(nproc) cores, page cache $([[ $DROP_CACHES == yes ]] && echo dropped || echo kept) for cold runs"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -731,6 +1104,7 @@ main() {
     known=0
     for k in "${ALL_SECTIONS[@]}"; do [[ $s == "$k" ]] && known=1; done
     ((known)) || die "unknown section '$s' (known: ${ALL_SECTIONS[*]})"
+    [[ $s == mount ]] && NEED_FUSE=1
   done
 
   need_tools
