@@ -93,7 +93,21 @@ pub struct BlockCache {
 struct Blocks {
     lru: LruCache<BlockKey, Bytes>,
     bytes: u64,
+    /// Bytes promised to fetches under way: they count against the budget too.
+    reserved: u64,
     inflight: HashMap<BlockKey, BlockFuture>,
+}
+
+impl Blocks {
+    /// Drops least recently used blocks until cached and promised bytes fit the budget.
+    fn evict_to(&mut self, budget: u64) {
+        while self.bytes + self.reserved > budget {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Blocks {
@@ -115,6 +129,7 @@ impl BlockCache {
             inner: Mutex::new(Blocks {
                 lru: LruCache::unbounded(),
                 bytes: 0,
+                reserved: 0,
                 inflight: HashMap::new(),
             }),
             fetches: Arc::new(Semaphore::new(max_fetches.max(1))),
@@ -161,6 +176,9 @@ impl BlockCache {
         }
         let start = index * self.block_size;
         let end = (start + self.block_size).min(size);
+        let promised = end.saturating_sub(start);
+        inner.reserved += promised;
+        inner.evict_to(self.budget);
         let this = self.clone();
         let client = client.clone();
         let fetch_key = key.clone();
@@ -170,15 +188,11 @@ impl BlockCache {
             drop(permit);
             let mut inner = lock(&this.inner);
             inner.inflight.remove(&fetch_key);
+            inner.reserved -= promised;
             if let Ok(bytes) = &result {
                 inner.bytes += bytes.len() as u64;
                 inner.lru.put(fetch_key, bytes.clone());
-                while inner.bytes > this.budget {
-                    match inner.lru.pop_lru() {
-                        Some((_, old)) => inner.bytes -= old.len() as u64,
-                        None => break,
-                    }
-                }
+                inner.evict_to(this.budget);
             }
             result
         }

@@ -413,60 +413,63 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(FileHandle(0), FopenFlags::empty());
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            }
+        });
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            let entries = match fs.readdir(ino.0).await {
-                Ok(e) => e,
-                Err(e) => return reply.error(errno("readdir", &e)),
-            };
+        let Some(snapshot) = self.fs.dir_snapshot(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        {
+            let entries = &snapshot.entries;
             let dots = [(ino.0, "."), (ino.0, "..")];
             let all = dots
                 .iter()
-                .map(|(i, n)| (*i, FileType::Directory, n.to_string()))
-                .chain(
-                    entries
-                        .into_iter()
-                        .map(|d| (d.entry.attr.ino, file_type(d.entry.attr.kind), d.name)),
-                );
+                .map(|(i, n)| (*i, FileType::Directory, *n))
+                .chain(entries.iter().map(|d| {
+                    (
+                        d.entry.attr.ino,
+                        file_type(d.entry.attr.kind),
+                        d.name.as_str(),
+                    )
+                }));
             for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(child), i as u64 + 1, kind, &name) {
+                if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
                     break;
                 }
             }
             reply.ok();
-        });
+        }
     }
 
     fn readdirplus(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            let entries = match fs.readdir(ino.0).await {
-                Ok(e) => e,
-                Err(e) => return reply.error(errno("readdirplus", &e)),
-            };
-            let this = match fs.getattr(ino.0).await {
-                Ok(e) => e,
-                Err(e) => return reply.error(errno("readdirplus", &e)),
-            };
+        let Some(snapshot) = self.fs.dir_snapshot(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let fs = &self.fs;
+        {
+            let this = &snapshot.this;
             let mut i = 0u64;
             for name in [".", ".."] {
                 i += 1;
@@ -483,7 +486,7 @@ impl fuser::Filesystem for FuseAdapter {
                     return reply.ok();
                 }
             }
-            for d in entries {
+            for d in &snapshot.entries {
                 i += 1;
                 if i <= offset {
                     continue;
@@ -496,17 +499,18 @@ impl fuser::Filesystem for FuseAdapter {
                 fs.remember(d.entry.attr.ino);
             }
             reply.ok();
-        });
+        }
     }
 
     fn releasedir(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.fs.releasedir(fh.0);
         reply.ok();
     }
 
