@@ -149,6 +149,13 @@ impl BlockCache {
         lock(&self.inner).lru.get(&(id.clone(), index)).cloned()
     }
 
+    /// Marks a block as the first to go: a sequential reader has read past it, and the
+    /// kernel's page cache keeps what it returned, so blocks other readers have yet to read
+    /// are worth more.
+    pub fn consumed(&self, id: &ImageId, index: u64) {
+        lock(&self.inner).lru.demote(&(id.clone(), index));
+    }
+
     /// Whether a block is cached or being fetched.
     pub fn is_present(&self, id: &ImageId, index: u64) -> bool {
         let inner = lock(&self.inner);

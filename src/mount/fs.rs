@@ -629,6 +629,13 @@ impl RegistryFs {
         tracing::trace!(fh, offset, size, "read");
         let (node, content, sequential, window, first) = {
             let mut handles = lock(&self.handles);
+            // Readers share the budget: each gets at most half of an equal share as its
+            // window, so read-ahead of one never evicts what another has yet to read.
+            let readers = handles
+                .values()
+                .filter(|h| h.reads > 0 && h.content.is_none() && h.tag_write.is_none())
+                .count()
+                .max(1) as u64;
             let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
             if let Some(w) = &h.tag_write {
                 return Ok(w.read(offset, size));
@@ -637,7 +644,7 @@ impl RegistryFs {
                 && offset + REORDER_SLACK >= h.last_end
                 && offset <= h.last_end + REORDER_SLACK;
             let bs = self.blocks.block_size();
-            let max_window = MAX_WINDOW.min(self.blocks.budget() / 4).max(bs);
+            let max_window = MAX_WINDOW.min(self.blocks.budget() / (2 * readers)).max(bs);
             h.window = if sequential {
                 (h.window * 2).clamp(bs, max_window)
             } else {
@@ -709,6 +716,9 @@ impl RegistryFs {
                 .await?;
             let start = (range.start - first_block * bs) as usize;
             let end = (range.end - first_block * bs) as usize;
+            if sequential && end == block.len() {
+                self.blocks.consumed(id, first_block);
+            }
             return slice(&block, start, end);
         }
         let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
@@ -721,6 +731,9 @@ impl RegistryFs {
             let start = range.start.max(block_start) - block_start;
             let end = range.end.min(block_start + block.len() as u64) - block_start;
             out.extend_from_slice(&slice(&block, start as usize, end as usize)?);
+            if sequential && end as usize == block.len() {
+                self.blocks.consumed(id, index);
+            }
         }
         Ok(out.freeze())
     }
