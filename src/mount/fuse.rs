@@ -62,6 +62,39 @@ impl From<&Attr> for FileAttr {
     }
 }
 
+/// Runs `op` on the runtime and answers an empty reply with its result.
+fn spawn_empty<F>(rt: &Handle, op: &'static str, reply: ReplyEmpty, fut: F)
+where
+    F: std::future::Future<Output = Result<(), FsError>> + Send + 'static,
+{
+    rt.spawn(async move {
+        match fut.await {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(op, &e)),
+        }
+    });
+}
+
+/// Runs `op` on the runtime and answers an entry reply with its result.
+fn spawn_entry<F>(rt: &Handle, op: &'static str, reply: ReplyEntry, fut: F)
+where
+    F: std::future::Future<Output = Result<super::fs::Entry, FsError>> + Send + 'static,
+{
+    rt.spawn(async move {
+        match fut.await {
+            Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
+            Err(e) => reply.error(errno(op, &e)),
+        }
+    });
+}
+
+/// A name from the kernel as UTF-8; every valid name in the tree is.
+fn utf8(name: &OsStr) -> Result<String, FsError> {
+    name.to_str()
+        .map(str::to_string)
+        .ok_or(FsError::Invalid("names are UTF-8"))
+}
+
 fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_routine() {
         tracing::debug!(op, error = %e, "operation failed");
@@ -99,14 +132,10 @@ impl fuser::Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        self.rt.spawn(async move {
-            let Some(name) = name.to_str() else {
-                return reply.error(Errno::ENOENT);
-            };
-            match fs.lookup(parent.0, name).await {
-                Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
+        spawn_entry(&self.rt, "lookup", reply, async move {
+            // A name that is not UTF-8 cannot exist here.
+            let name = utf8(&name).map_err(|_| FsError::NotFound)?;
+            fs.lookup(parent.0, &name).await
         });
     }
 
@@ -182,12 +211,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", &e)),
-            }
-        });
+        spawn_empty(
+            &self.rt,
+            "flush",
+            reply,
+            async move { fs.flush(fh.0).await },
+        );
     }
 
     fn fsync(
@@ -198,13 +227,14 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        // fsync pushes what is pending, like the close of the file would.
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("fsync", &e)),
-            }
-        });
+        spawn_empty(
+            &self.rt,
+            "fsync",
+            reply,
+            async move { fs.flush(fh.0).await },
+        );
     }
 
     fn release(
@@ -326,14 +356,8 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        self.rt.spawn(async move {
-            let Some(name) = name.to_str() else {
-                return reply.error(Errno::EINVAL);
-            };
-            match fs.mkdir(parent.0, name).await {
-                Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
-                Err(e) => reply.error(errno("mkdir", &e)),
-            }
+        spawn_entry(&self.rt, "mkdir", reply, async move {
+            fs.mkdir(parent.0, &utf8(&name)?).await
         });
     }
 
@@ -347,42 +371,27 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let (name, target) = (link_name.to_owned(), target.to_owned());
-        self.rt.spawn(async move {
-            let (Some(name), Some(target)) = (name.to_str(), target.to_str()) else {
-                return reply.error(Errno::EINVAL);
-            };
-            match fs.symlink(parent.0, name, target).await {
-                Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
-                Err(e) => reply.error(errno("symlink", &e)),
-            }
+        spawn_entry(&self.rt, "symlink", reply, async move {
+            fs.symlink(parent.0, &utf8(&name)?, &utf8(target.as_os_str())?)
+                .await
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        self.rt.spawn(async move {
-            let Some(name) = name.to_str() else {
-                return reply.error(Errno::ENOENT);
-            };
-            match fs.unlink(parent.0, name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", &e)),
-            }
+        spawn_empty(&self.rt, "unlink", reply, async move {
+            fs.unlink(parent.0, &utf8(&name).map_err(|_| FsError::NotFound)?)
+                .await
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        self.rt.spawn(async move {
-            let Some(name) = name.to_str() else {
-                return reply.error(Errno::ENOENT);
-            };
-            match fs.rmdir(parent.0, name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
-            }
+        spawn_empty(&self.rt, "rmdir", reply, async move {
+            fs.rmdir(parent.0, &utf8(&name).map_err(|_| FsError::NotFound)?)
+                .await
         });
     }
 
@@ -402,14 +411,9 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let fs = self.fs.clone();
         let (name, newname) = (name.to_owned(), newname.to_owned());
-        self.rt.spawn(async move {
-            let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
-                return reply.error(Errno::EINVAL);
-            };
-            match fs.rename(parent.0, name, newparent.0, newname).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", &e)),
-            }
+        spawn_empty(&self.rt, "rename", reply, async move {
+            fs.rename(parent.0, &utf8(&name)?, newparent.0, &utf8(&newname)?)
+                .await
         });
     }
 
