@@ -95,6 +95,25 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
+impl Handle {
+    fn new(node: Node) -> Self {
+        Handle {
+            node,
+            tag_write: None,
+            image_write: None,
+            content: None,
+            last_end: 0,
+            window: 0,
+            reads: 0,
+        }
+    }
+
+    fn with_content(mut self, content: Option<Bytes>) -> Self {
+        self.content = content;
+        self
+    }
+}
+
 #[derive(Debug)]
 struct Handle {
     node: Node,
@@ -605,19 +624,7 @@ impl RegistryFs {
             }
             _ => return Err(FsError::NotFound),
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles).insert(
-            fh,
-            Handle {
-                node: node.clone(),
-                tag_write: None,
-                image_write: None,
-                content,
-                last_end: 0,
-                window: 0,
-                reads: 0,
-            },
-        );
+        let fh = self.add_handle(Handle::new(node.clone()).with_content(content));
         Ok(Opened {
             fh,
             keep_cache: node.is_immutable(),
@@ -745,6 +752,13 @@ impl RegistryFs {
                 drop(self.blocks.block(&self.client, id, layer_size, index));
             }
         }
+    }
+
+    /// Registers an open file; returns its handle number.
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, handle);
+        fh
     }
 
     fn take_handle(&self, fh: u64) -> Option<Handle> {

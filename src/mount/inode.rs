@@ -67,10 +67,20 @@ impl InodeTable {
 
     /// The inode of `node`, counting one kernel lookup (allocated if new).
     pub fn lookup(&self, node: &Node) -> u64 {
+        self.get_or_insert(node, 1)
+    }
+
+    /// The inode of `node` for a listing without READDIRPLUS (no lookup counted): an existing
+    /// number, or a fresh one that stays until looked up and forgotten.
+    pub fn peek(&self, node: &Node) -> u64 {
+        self.get_or_insert(node, 0)
+    }
+
+    fn get_or_insert(&self, node: &Node, lookups: u64) -> u64 {
         let mut t = self.lock();
         if let Some(&ino) = t.by_node.get(node) {
             if let Some(e) = t.by_ino.get_mut(&ino) {
-                e.lookups += 1;
+                e.lookups += lookups;
             }
             return ino;
         }
@@ -81,27 +91,7 @@ impl InodeTable {
             ino,
             Entry {
                 node: node.clone(),
-                lookups: 1,
-            },
-        );
-        ino
-    }
-
-    /// The inode of `node` for a listing without READDIRPLUS (no lookup counted): an existing
-    /// number, or a fresh one that stays until looked up and forgotten.
-    pub fn peek(&self, node: &Node) -> u64 {
-        let mut t = self.lock();
-        if let Some(&ino) = t.by_node.get(node) {
-            return ino;
-        }
-        let ino = t.next;
-        t.next += 1;
-        t.by_node.insert(node.clone(), ino);
-        t.by_ino.insert(
-            ino,
-            Entry {
-                node: node.clone(),
-                lookups: 0,
+                lookups,
             },
         );
         ino

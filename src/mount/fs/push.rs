@@ -249,27 +249,15 @@ impl RegistryFs {
         if let Some(p) = lock(&self.pending_images).get_mut(id) {
             p.files.insert(file);
         }
-        let fh = self
-            .next_fh
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.handles).insert(
-            fh,
-            Handle {
-                node: Node::ImageFile(id.clone(), file),
-                tag_write: None,
-                image_write: Some(ImageWrite {
-                    id: id.clone(),
-                    file,
-                    buf: Vec::new(),
-                    done: false,
-                    failed: false,
-                }),
-                content: None,
-                last_end: 0,
-                window: 0,
-                reads: 0,
-            },
-        );
+        let mut handle = Handle::new(Node::ImageFile(id.clone(), file));
+        handle.image_write = Some(ImageWrite {
+            id: id.clone(),
+            file,
+            buf: Vec::new(),
+            done: false,
+            failed: false,
+        });
+        let fh = self.add_handle(handle);
         Ok(Opened {
             fh,
             keep_cache: false,

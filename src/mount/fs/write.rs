@@ -138,26 +138,14 @@ impl RegistryFs {
         buf: Vec<u8>,
         dirty: bool,
     ) -> Opened {
-        let fh = self
-            .next_fh
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.handles).insert(
-            fh,
-            Handle {
-                node,
-                tag_write: Some(TagWrite {
-                    repo,
-                    tag,
-                    buf,
-                    dirty,
-                }),
-                image_write: None,
-                content: None,
-                last_end: 0,
-                window: 0,
-                reads: 0,
-            },
-        );
+        let mut handle = Handle::new(node);
+        handle.tag_write = Some(TagWrite {
+            repo,
+            tag,
+            buf,
+            dirty,
+        });
+        let fh = self.add_handle(handle);
         Opened {
             fh,
             keep_cache: false,
