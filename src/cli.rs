@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use crate::mount::{FsConfig, MountConfig};
 use crate::names::Username;
 use crate::server::ServeConfig;
-use crate::storage::StorageConfig;
+use crate::storage::{S3Config, StorageConfig};
 
 /// A Docker Registry v1 server, and a registry you can mount as a directory.
 #[derive(Debug, Parser)]
@@ -80,9 +80,22 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. The first line on stdout is the URL.
     #[arg(long, default_value = "127.0.0.1:5000", env = "REGFS_LISTEN")]
     pub listen: SocketAddr,
-    /// Directory to keep data in (created if missing) [default: the user's data directory].
+    /// Where to keep data: a directory (created if missing) or s3://bucket/prefix
+    /// [default: the user's data directory].
     #[arg(long, env = "REGFS_STORAGE", conflicts_with = "memory")]
-    pub storage: Option<PathBuf>,
+    pub storage: Option<String>,
+    /// S3 endpoint for self-hosted stores (else AWS_ENDPOINT_URL); requests are path-style.
+    #[arg(long, env = "REGFS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (else AWS_REGION).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Part size of multipart uploads to S3, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub s3_part_size: usize,
+    /// Parts of one upload sent to S3 at once.
+    #[arg(long, default_value_t = 4)]
+    pub s3_part_concurrency: usize,
     /// Keep everything in memory: fast, gone when the server stops. For tests and CI.
     #[arg(long)]
     pub memory: bool,
@@ -127,10 +140,23 @@ impl TryFrom<ServeArgs> for ServeConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
-        let storage = if args.memory {
-            StorageConfig::Memory
-        } else {
-            StorageConfig::Local(args.storage.unwrap_or_else(default_data_dir))
+        let storage = match args.storage {
+            _ if args.memory => StorageConfig::Memory,
+            Some(url) if url.starts_with("s3://") => {
+                let mut s3 = S3Config::parse(&url)
+                    .with_context(|| format!("--storage {url:?}: expected s3://bucket/prefix"))?;
+                s3.endpoint = args.s3_endpoint;
+                s3.region = args.s3_region;
+                // S3 refuses parts under 5 MiB (but the last).
+                if !(5 * 1024 * 1024..=512 * 1024 * 1024).contains(&args.s3_part_size) {
+                    bail!("--s3-part-size must be between 5 MiB and 512 MiB");
+                }
+                s3.part_size = args.s3_part_size;
+                s3.part_concurrency = args.s3_part_concurrency.clamp(1, 64);
+                StorageConfig::S3(s3)
+            }
+            Some(dir) => StorageConfig::Local(PathBuf::from(dir)),
+            None => StorageConfig::Local(default_data_dir()),
         };
         let admin = match (args.admin_user, args.admin_password) {
             (Some(user), Some(password)) => {

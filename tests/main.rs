@@ -28,3 +28,8 @@ mod mount_process;
 /// Writes through real mounts: tags, repositories, errors where programs see them.
 #[cfg(feature = "fuse-tests")]
 mod mount_write;
+
+/// Several server instances on one real S3 bucket (`--features s3-tests`, see
+/// scripts/s3-local.sh).
+#[cfg(feature = "s3-tests")]
+mod s3;

@@ -92,6 +92,24 @@ macro_rules! conformance {
 
 conformance!(memory => memory_store);
 conformance!(local => local_store);
+#[cfg(feature = "s3-tests")]
+conformance!(s3 => s3_store);
+
+/// A real S3-compatible store from the environment (`scripts/s3-local.sh start` prints it):
+/// `S3_BUCKET` plus the usual `AWS_*` variables. Each test gets its own prefix.
+#[cfg(feature = "s3-tests")]
+async fn s3_store() -> Fixture {
+    let bucket = std::env::var("S3_BUCKET").expect("S3_BUCKET (see scripts/s3-local.sh)");
+    let url = format!("s3://{bucket}/conformance-{}", uuid::Uuid::new_v4());
+    let mut config = regfs::storage::S3Config::parse(&url).expect("valid s3 url");
+    // Small parts, so the large-upload tests exercise several of them.
+    config.part_size = 5 * MIB;
+    let store = ObjectBackend::s3(&config).expect("s3 backend");
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(()),
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

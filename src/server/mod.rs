@@ -116,6 +116,13 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
     let store = tokio::task::spawn_blocking(move || storage::open(&storage_config))
         .await
         .map_err(|e| ServeError::Storage(StorageError::Io(std::io::Error::other(e))))??;
+    if matches!(config.storage, StorageConfig::S3(_)) {
+        match storage::probe_conditional_puts(store.as_ref()).await {
+            Ok(true) => tracing::info!("the store honours conditional writes (not relied upon)"),
+            Ok(false) => tracing::info!("the store ignores conditional writes; none are needed"),
+            Err(e) => tracing::warn!(error = %e, "could not probe the store"),
+        }
+    }
     let registry = Registry::new(
         store,
         RegistryConfig {

@@ -24,6 +24,7 @@ use futures::stream::BoxStream;
 
 pub use keys::Key;
 pub use object::ObjectBackend;
+pub use object::probe_conditional_puts;
 
 /// A stream of an object's bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
@@ -108,6 +109,11 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// Writes a small object atomically, replacing any previous one (last writer wins).
     async fn put(&self, key: &Key, data: Bytes) -> Result<(), StorageError>;
 
+    /// Writes a small object only if none exists. Stores without conditional writes may
+    /// overwrite anyway: callers must never depend on this for correctness (it backs the
+    /// start-up probe only).
+    async fn put_if_absent(&self, key: &Key, data: Bytes) -> Result<(), StorageError>;
+
     /// Starts a streamed upload that becomes visible under `key` only when finished.
     async fn upload(&self, key: &Key) -> Result<Box<dyn Upload>, StorageError>;
 
@@ -145,6 +151,53 @@ pub enum StorageConfig {
     Local(std::path::PathBuf),
     /// Process memory: gone when the process ends.
     Memory,
+    /// An S3-compatible bucket (`s3://bucket/prefix`).
+    S3(S3Config),
+}
+
+/// An S3-compatible store. Credentials and anything not given here come from the usual
+/// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Size of each part of a multipart upload.
+    pub part_size: usize,
+    /// Parts of one upload in flight at once.
+    pub part_concurrency: usize,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)?;
+        if let Some(e) = &self.endpoint {
+            write!(f, " at {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl S3Config {
+    /// Parses `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Option<Self> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid = !bucket.is_empty()
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        valid.then(|| S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: None,
+            region: None,
+            part_size: 8 * 1024 * 1024,
+            part_concurrency: 4,
+        })
+    }
 }
 
 /// Builds the store a configuration names.
@@ -152,6 +205,26 @@ pub fn open(config: &StorageConfig) -> Result<std::sync::Arc<dyn BlobStore>, Sto
     let backend = match config {
         StorageConfig::Local(dir) => ObjectBackend::local(dir)?,
         StorageConfig::Memory => ObjectBackend::memory(),
+        StorageConfig::S3(s3) => ObjectBackend::s3(s3)?,
     };
     Ok(std::sync::Arc::new(backend))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_an_optional_prefix() {
+        let c = S3Config::parse("s3://registry/team/a/").unwrap();
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("registry", "team/a")
+        );
+        let c = S3Config::parse("s3://registry").unwrap();
+        assert_eq!(c.prefix, "");
+        for bad in ["s3://", "s3:///x", "http://x", "s3://Bad_Bucket/x", "/data"] {
+            assert!(S3Config::parse(bad).is_none(), "{bad}");
+        }
+    }
 }

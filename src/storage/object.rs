@@ -59,6 +59,33 @@ impl ObjectBackend {
         Ok(backend)
     }
 
+    /// An S3-compatible bucket, path-style (what self-hosted stores expect), with retries and
+    /// back-off on transient errors from `object_store`.
+    pub fn s3(config: &super::S3Config) -> Result<Self, StorageError> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_virtual_hosted_style_request(false);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+            if endpoint.starts_with("http://") {
+                builder = builder.with_allow_http(true);
+            }
+        }
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        let s3 = builder.build()?;
+        let store: Arc<dyn ObjectStore> = if config.prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                s3,
+                config.prefix.as_str(),
+            ))
+        };
+        Ok(Self::new(store, config.part_size, config.part_concurrency))
+    }
+
     /// Process memory.
     pub fn memory() -> Self {
         Self::new(Arc::new(InMemory::new()), 4 * 1024 * 1024, 2)
@@ -78,6 +105,17 @@ impl ObjectBackend {
     fn path(key: &Key) -> Path {
         Path::from(key.as_str())
     }
+}
+
+/// Finds out whether a store honours conditional puts (create-only). Nothing relies on them;
+/// the answer is logged so operators know what their store does (Garage ignores them).
+pub async fn probe_conditional_puts(store: &dyn BlobStore) -> Result<bool, StorageError> {
+    let key = Key::from_listing(format!("_probe/{}", uuid::Uuid::new_v4()));
+    let first = store.put_if_absent(&key, Bytes::from_static(b"1")).await;
+    let second = store.put_if_absent(&key, Bytes::from_static(b"2")).await;
+    store.delete(&key).await?;
+    first?;
+    Ok(second.is_err())
 }
 
 /// Deletes the staging files of uploads a crash or kill left behind (`<key>#<n>`, never
@@ -222,6 +260,17 @@ impl BlobStore for ObjectBackend {
 
     async fn put(&self, key: &Key, data: Bytes) -> Result<(), StorageError> {
         self.inner.put(&Self::path(key), data.into()).await?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &Key, data: Bytes) -> Result<(), StorageError> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        self.inner
+            .put_opts(&Self::path(key), data.into(), opts)
+            .await?;
         Ok(())
     }
 
