@@ -26,6 +26,24 @@
 #            run uses), so regfs and curl start from the same server-side state:
 #            the layer in the server's page cache, nothing cached on the client.
 #            The layers are separate images with the same bytes.
+#   mount-write  pushes through `regfs mount --registry --user --password` of a
+#            separate `regfs serve --storage`, on loopback; each figure against
+#            curl straight to the server in the same run, runs taking turns:
+#            `cp` of a 1 GiB layer into images/<id>/ after the json was written
+#            (the close returns once the registry accepted layer and checksum)
+#            vs curl PUT layer + PUT checksum (>= 0.8x); the layer first
+#            (spooled by the daemon), then the json, timed from the start of the
+#            cp to the end of the json write, vs the same curl (>= 0.5x); 1,000
+#            tags by a shell loop of `echo ID > tags/tN` vs a loop of one curl
+#            per tag (<= 2x; one keep-alive curl for all of them is shown too);
+#            the daemon's VmHWM during the json-first cp over its idle RSS
+#            (<= 64 MiB). Each run pushes fresh image ids; the curl baseline's
+#            PUT json and the checksum computation are untimed (as the mount's
+#            mkdir and json write are), its PUT checksum is timed (the mount's
+#            close includes it). The daemon spools to the scratch dir (TMPDIR).
+#            Pushed images are verified through the API (complete, size; the
+#            first of each kind byte for byte) and then deleted from the
+#            server's storage dir to bound the disk use.
 #
 # Knobs (environment):
 #   BENCH_LAYER_MIB   size of the big layer in MiB                 (1024)
@@ -38,9 +56,14 @@
 #   BENCH_MOUNT_READERS  layers read at once by the parallel test   (4)
 #   BENCH_MOUNT_CACHE_MIB  --cache-size of the mount, MiB            (256)
 #   BENCH_MOUNT_FAST_REPS  repetitions of the first-byte and ls tests (9)
-#   BENCH_MOUNT_TAGS  tags pushed for the ls test                  (1000)
+#   BENCH_MOUNT_TAGS  tags pushed for the ls test, and written by the
+#                     mount-write tag test                         (1000)
+#   BENCH_MOUNT_WRITE_REPS  runs of each 1 GiB push in mount-write (median) (5)
+#   BENCH_MOUNT_TAG_REPS    runs of the tag loops in mount-write (median)   (3)
 #   BENCH_TMPDIR      where the scratch dir goes (needs ~9 GiB of disk for
-#                     server, (1 + BENCH_MOUNT_READERS) layers for mount;
+#                     server, (1 + BENCH_MOUNT_READERS) layers for mount,
+#                     3 layers for mount-write: the source, the daemon's
+#                     spool and the server's copy;
 #                     default: target/bench-tmp under the repo root)
 #   BENCH_SKIP_BUILD  set to 1 to use the existing release binary
 #   BENCH_BIN         regfs binary to run (default target/release/regfs)
@@ -55,12 +78,15 @@
 #                     if regfs fsyncs, dd conv=fsync; if not, plain dd.
 #
 # Output: progress on stderr; per section a table on stdout with each figure,
-# its baseline, the ratio, the target and PASS/MISS.
+# its baseline, the ratio, the target and PASS/MISS (or "info" for a figure
+# shown for scale, with no target).
 #
 # Adding a section: write a function section_NAME that ends with
-# print_results, and add NAME to ALL_SECTIONS.
+# print_results, and add NAME to ALL_SECTIONS (a "-" in NAME is "_" in the
+# function's name).
 #
-# Needs: curl, nginx, wrk, and for mount /dev/fuse and fusermount3 (fuse3);
+# Needs: curl, nginx, wrk, and for mount and mount-write /dev/fuse and
+# fusermount3 (fuse3);
 # installed through apt-get when missing and running as root or with sudo.
 # Dropping the page cache needs root or password-less sudo (without it the
 # mount section says so and runs with the page cache kept).
@@ -72,7 +98,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BENCH_BIN:-$ROOT/target/release/regfs}
 
-ALL_SECTIONS=(server mount)
+ALL_SECTIONS=(server mount mount-write)
 
 LAYER_MIB=${BENCH_LAYER_MIB:-1024}
 CONC=${BENCH_CONC:-64}
@@ -86,6 +112,8 @@ MOUNT_READERS=${BENCH_MOUNT_READERS:-4}
 MOUNT_CACHE_MIB=${BENCH_MOUNT_CACHE_MIB:-256}
 MOUNT_FAST_REPS=${BENCH_MOUNT_FAST_REPS:-9}
 MOUNT_TAGS=${BENCH_MOUNT_TAGS:-1000}
+MOUNT_WRITE_REPS=${BENCH_MOUNT_WRITE_REPS:-5}
+MOUNT_TAG_REPS=${BENCH_MOUNT_TAG_REPS:-3}
 NEED_FUSE=0
 
 ADMIN_USER="admin"
@@ -213,13 +241,16 @@ stop_pid() {
 declare -a RESULTS=()
 MISSES=0
 
-# record NAME REGFS_TEXT BASELINE_TEXT RATIO_OR_VALUE TARGET_TEXT OK(1/0)
+# result word for OK: 1 PASS, 0 MISS, - info (no target)
+result_word() { case $1 in 1) echo PASS ;; -) echo info ;; *) echo MISS ;; esac; }
+
+# record NAME REGFS_TEXT BASELINE_TEXT RATIO_OR_VALUE TARGET_TEXT OK(1/0/-)
 record() {
   RESULTS+=("$1|$2|$3|$4|$5|$6")
-  [[ $6 == 1 ]] || MISSES=$((MISSES + 1))
+  [[ $6 == 1 || $6 == - ]] || MISSES=$((MISSES + 1))
   if [[ -n ${BENCH_TSV:-} ]]; then
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "$4" "$5" \
-      "$([[ $6 == 1 ]] && echo PASS || echo MISS)" >>"$BENCH_TSV"
+      "$(result_word "$6")" >>"$BENCH_TSV"
   fi
 }
 
@@ -242,8 +273,7 @@ print_results() {
     ---------------------------------- -------------- ---------------------------------- ------- ---------- ------
   for line in "${RESULTS[@]}"; do
     IFS='|' read -r n a b r t ok <<<"$line"
-    printf '%-34s %-14s %-34s %-7s %-10s %s\n' "$n" "$a" "$b" "$r" "$t" \
-      "$([[ $ok == 1 ]] && echo PASS || echo MISS)"
+    printf '%-34s %-14s %-34s %-7s %-10s %s\n' "$n" "$a" "$b" "$r" "$t" "$(result_word "$ok")"
   done
   echo
   RESULTS=()
@@ -790,15 +820,19 @@ MOUNT_PID=""
 MOUNT_DIR=""
 MOUNT_STORAGE=""
 
-# start_mount DIR: a fresh `regfs mount` of the running server at DIR, in the
-# background; returns once DIR shows up in /proc/self/mountinfo
+MOUNT_ENV=() # extra VAR=value for the daemon's environment (a section may set it local)
+
+# start_mount DIR [ARG...]: a fresh `regfs mount` of the running server at DIR,
+# with ARGs added to its command line, in the background; returns once DIR shows
+# up in /proc/self/mountinfo
 start_mount() {
   local dir=$1 i
-  local -a envs=()
-  [[ $ACCESS_LOG == 1 ]] || envs=(RUST_LOG=warn)
+  shift
+  local -a envs=("${MOUNT_ENV[@]}")
+  [[ $ACCESS_LOG == 1 ]] || envs+=(RUST_LOG=warn)
   is_mounted "$dir" && die "$dir is already mounted"
   env "${envs[@]}" "$BIN" mount "$dir" --registry "$SERVER_URL" \
-    --cache-size "$((MOUNT_CACHE_MIB * 1048576))" >"$WORK/mount.out" 2>>"$WORK/mount.err" &
+    --cache-size "$((MOUNT_CACHE_MIB * 1048576))" "$@" >"$WORK/mount.out" 2>>"$WORK/mount.err" &
   MOUNT_PID=$!
   MOUNT_DIR=$dir
   track_pid "$MOUNT_PID"
@@ -1084,6 +1118,230 @@ section_mount() {
   print_results "mount: regfs mount (--cache-size $MOUNT_CACHE_MIB MiB) against curl and local reads; loopback, $(nproc) cores, page cache $([[ $DROP_CACHES == yes ]] && echo dropped || echo kept) for cold runs"
 }
 
+# ---------------------------------------------------------------- section: mount-write
+
+fmt_s() { awk -v x="$1" 'BEGIN{ printf "%.2f s", x }'; }
+s_list() { local v; for v in "$@"; do printf '%s  ' "$(fmt_s "$v")"; done; }
+
+# image_complete ID BYTES: the server serves image ID (json answers 200) with a
+# layer of BYTES bytes (X-Docker-Size); prints what is wrong, if anything
+image_complete() {
+  local code size
+  code=$(curl -sS -o /dev/null -D "$WORK/mw.hdr" -w '%{http_code}' \
+    "$SERVER_URL/v1/images/$1/json") || { echo "GET json: curl failed"; return 1; }
+  [[ $code == 200 ]] || { echo "GET json: HTTP $code"; return 1; }
+  size=$(awk 'tolower($1) == "x-docker-size:" { sub(/\r$/, "", $2); print $2 }' "$WORK/mw.hdr")
+  [[ $size == "$2" ]] || { echo "X-Docker-Size $size, want $2"; return 1; }
+}
+
+# check_pushed ID BYTES HOW: dies unless image ID is complete with BYTES of layer
+check_pushed() {
+  local why
+  why=$(image_complete "$1" "$2") ||
+    die "image $1 pushed $3 is not complete on the server ($why); mount stderr: $(tail -n 3 "$WORK/mount.err" | tr '\n' ' ')"
+}
+
+# check_layer_bytes ID FILE: GET /v1/images/ID/layer returns FILE's bytes
+check_layer_bytes() {
+  curl -fsS "$SERVER_URL/v1/images/$1/layer" | cmp -s - "$2" ||
+    die "GET /v1/images/$1/layer differs from the file pushed"
+}
+
+# drop_image STORAGE ID: delete a verified image from the server's storage dir
+# (images are immutable through the API; the server keeps no index of them)
+drop_image() {
+  [[ -d $1/images/$2 ]] || die "no $1/images/$2: has the storage layout changed?"
+  rm -rf "${1:?}/images/$2"
+}
+
+# count_tags REPO: tags the API lists for REPO
+count_tags() {
+  curl -fsS "$SERVER_URL/v1/repositories/$1/tags" | grep -o '"[^"]*" *:' | wc -l
+}
+
+# reset_hwm PID: set VmHWM back to the current RSS (0 when that worked)
+reset_hwm() { { echo 5 >"/proc/$1/clear_refs"; } 2>/dev/null; }
+
+section_mount_write() {
+  local data="$WORK/mw-data" storage="$WORK/mw-storage" spool="$WORK/mw-spool"
+  local mnt src small bytes id json sum sz t t0 t1 tm i r n sfx ok dir
+  local idle hwm over max_over=0 max_idle=0 max_hwm=0 hwm_how tag_id
+  local -a creds=(--user "$ADMIN_USER" --password "$ADMIN_PASS")
+  local -a base=() first=() last=() last_cp=() last_json=() last_hwm=()
+  local -a tm_mount=() tm_loop=() tm_ka=()
+  # the daemon spools a layer written before its json to an unnamed file in TMPDIR
+  local -a MOUNT_ENV=("TMPDIR=$spool")
+  [[ -c /dev/fuse ]] || die "/dev/fuse is missing: the mount-write section needs FUSE"
+  command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
+  mkdir -p "$data" "$spool" "$WORK/mnt"
+  mnt=$(cd "$WORK/mnt" && pwd -P)
+  MOUNT_STORAGE=$storage
+  : >"$WORK/mount.err"
+
+  src="$data/layer.bin"
+  log "generating ${LAYER_MIB} MiB test layer"
+  head -c "$((LAYER_MIB * 1048576))" /dev/urandom >"$src"
+  bytes=$(stat -c %s "$src")
+  start_server "$storage"
+
+  # 1, 2 and 4: per run, curl, then a fresh mount doing json-first, then json-last
+  log "1, 2, 4: ${LAYER_MIB} MiB pushes: curl PUT layer + checksum, then cp json-first and cp layer-first through a fresh mount, x $MOUNT_WRITE_REPS"
+  hwm_how="reset before each cp (clear_refs)"
+  for ((r = 0; r < MOUNT_WRITE_REPS; r++)); do
+    # baseline: PUT json and the checksum computation untimed; PUT layer, PUT checksum timed
+    id=$(new_id)
+    json="{\"id\":\"$id\"}"
+    sum=$({ printf '%s\n' "$json"; cat "$src"; } | sha256sum | cut -c1-64)
+    put_image_json "$id"
+    sync
+    t0=$EPOCHREALTIME
+    put_layer "$id" "$src" >"$WORK/mw.put"
+    api PUT "/v1/images/$id/checksum" -H "X-Docker-Checksum-Payload: sha256:$sum" \
+      -H 'Content-Length: 0'
+    t1=$EPOCHREALTIME
+    read -r sz t <"$WORK/mw.put"
+    [[ $sz == "$bytes" ]] || die "curl PUT layer uploaded $sz bytes, want $bytes"
+    base+=("$(fdiv "$bytes" "$(elapsed_s "$t0" "$t1")")")
+    check_pushed "$id" "$bytes" "with curl"
+    drop_image "$storage" "$id"
+
+    # json first: mkdir, json (untimed), then the timed cp, whose close completes the push
+    start_mount "$mnt" "${creds[@]}"
+    [[ -d $mnt/images ]] || die "no images/ in the mount"
+    sleep 0.3
+    idle=$(rss_kib "$MOUNT_PID" VmRSS)
+    id=$(new_id)
+    json="{\"id\":\"$id\"}"
+    mkdir "$mnt/images/$id" || die "mkdir images/$id through the mount failed"
+    printf '%s' "$json" >"$mnt/images/$id/json" || die "writing images/$id/json failed"
+    sync
+    reset_hwm "$MOUNT_PID" || hwm_how="since the mount started (clear_refs not permitted)"
+    time_cmd cp "$src" "$mnt/images/$id/layer"
+    first+=("$(fdiv "$bytes" "$CMD_S")")
+    hwm=$(rss_kib "$MOUNT_PID" VmHWM)
+    over=$((hwm - idle))
+    if ((over > max_over)); then max_over=$over; max_idle=$idle; max_hwm=$hwm; fi
+    check_pushed "$id" "$bytes" "json first"
+    ((r == 0)) && check_layer_bytes "$id" "$src"
+    drop_image "$storage" "$id"
+
+    # layer first (spooled), then the json, whose close completes the push; timed
+    # from the start of the cp to the end of the json write. A shell ignores
+    # errors from close, so the push is checked through the API afterwards.
+    id=$(new_id)
+    json="{\"id\":\"$id\"}"
+    mkdir "$mnt/images/$id" || die "mkdir images/$id through the mount failed"
+    sync
+    reset_hwm "$MOUNT_PID" || true
+    t0=$EPOCHREALTIME
+    cp "$src" "$mnt/images/$id/layer" || die "cp of the layer (json last) failed"
+    tm=$EPOCHREALTIME
+    printf '%s' "$json" >"$mnt/images/$id/json" || die "writing images/$id/json (json last) failed"
+    t1=$EPOCHREALTIME
+    last+=("$(fdiv "$bytes" "$(elapsed_s "$t0" "$t1")")")
+    last_cp+=("$(elapsed_s "$t0" "$tm")")
+    last_json+=("$(elapsed_s "$tm" "$t1")")
+    last_hwm+=("$(($(rss_kib "$MOUNT_PID" VmHWM) / 1024))")
+    stop_mount
+    check_pushed "$id" "$bytes" "json last"
+    ((r == 0)) && check_layer_bytes "$id" "$src"
+    drop_image "$storage" "$id"
+    log "  run $((r + 1)): curl $(fmt_mibs "${base[r]}"), json first $(fmt_mibs "${first[r]}"), json last $(fmt_mibs "${last[r]}"); daemon +$((over / 1024)) MiB"
+  done
+  log "  curl PUT+checksum: $(mibs_list "${base[@]}")"
+  log "  cp, json first:    $(mibs_list "${first[@]}")"
+  log "  cp, json last:     $(mibs_list "${last[@]}")"
+  log "    of which the cp (spooling): $(s_list "${last_cp[@]}")"
+  log "    and the json write (upload): $(s_list "${last_json[@]}")"
+  log "  daemon VmHWM during json-last runs: $(printf '%s MiB  ' "${last_hwm[@]}")"
+  log "  daemon VmHWM $hwm_how; idle RSS measured on each fresh mount"
+  record_ratio "cp ${LAYER_MIB} MiB, json first (median/$MOUNT_WRITE_REPS)" \
+    "$(median "${first[@]}")" "$(median "${base[@]}")" 0.8 fmt_mibs "curl PUT+checksum"
+  record_ratio "cp ${LAYER_MIB} MiB, json last (median/$MOUNT_WRITE_REPS)" \
+    "$(median "${last[@]}")" "$(median "${base[@]}")" 0.5 fmt_mibs "curl PUT+checksum"
+
+  # 3. tags: a shell loop through the mount, a loop of curls, one keep-alive curl
+  log "3: $MOUNT_TAGS tags by a shell loop through the mount, a curl per tag, one keep-alive curl, x $MOUNT_TAG_REPS"
+  small="$data/small.layer"
+  head -c 4096 /dev/urandom >"$small"
+  tag_id=$(new_id)
+  put_image_json "$tag_id"
+  put_layer "$tag_id" "$small" >/dev/null
+  put_checksum "$tag_id" "$small"
+  for ((r = 0; r < MOUNT_TAG_REPS; r++)); do
+    sfx=""
+    ((r == 0)) || sfx="-$r"
+    # through the mount; mkdir -p (untimed) creates the repository
+    start_mount "$mnt" "${creds[@]}"
+    mkdir -p "$mnt/repositories/library/tagbench$sfx" || die "mkdir -p of a repository failed"
+    dir="$mnt/repositories/library/tagbench$sfx/tags"
+    n=0
+    t0=$EPOCHREALTIME
+    for i in $(seq "$MOUNT_TAGS"); do echo "$tag_id" >"$dir/t$i" || n=$((n + 1)); done 2>>"$WORK/mw-tags.err"
+    t1=$EPOCHREALTIME
+    tm_mount+=("$(elapsed_s "$t0" "$t1")")
+    stop_mount
+    ((n == 0)) || die "$n of $MOUNT_TAGS tag writes through the mount failed: $(head -n 2 "$WORK/mw-tags.err")"
+
+    # one curl process per tag (the repository created first, untimed)
+    api PUT "/v1/repositories/library/tagbench2$sfx/" -H 'Content-Type: application/json' --data-binary '[]'
+    t0=$EPOCHREALTIME
+    for i in $(seq "$MOUNT_TAGS"); do
+      curl -s -o /dev/null -w '%{http_code}\n' -u "$ADMIN_USER:$ADMIN_PASS" -X PUT -d "\"$tag_id\"" \
+        "$SERVER_URL/v1/repositories/library/tagbench2$sfx/tags/t$i"
+    done >"$WORK/mw.codes"
+    t1=$EPOCHREALTIME
+    tm_loop+=("$(elapsed_s "$t0" "$t1")")
+    ok=$(grep -c '^200$' "$WORK/mw.codes") || true
+    ((ok == MOUNT_TAGS)) || die "only $ok of $MOUNT_TAGS curl tag PUTs answered 200"
+
+    # one curl process, one keep-alive connection, the same PUTs one after another
+    api PUT "/v1/repositories/library/tagbench3$sfx/" -H 'Content-Type: application/json' --data-binary '[]'
+    for i in $(seq "$MOUNT_TAGS"); do
+      printf 'url = "%s/v1/repositories/library/tagbench3%s/tags/t%s"\noutput = "/dev/null"\n' \
+        "$SERVER_URL" "$sfx" "$i"
+    done >"$WORK/mw-tags.curl"
+    t0=$EPOCHREALTIME
+    curl -s -w '%{http_code}\n' -u "$ADMIN_USER:$ADMIN_PASS" -X PUT -d "\"$tag_id\"" \
+      --config "$WORK/mw-tags.curl" >"$WORK/mw.codes" || true
+    t1=$EPOCHREALTIME
+    tm_ka+=("$(elapsed_s "$t0" "$t1")")
+    ok=$(grep -c '^200$' "$WORK/mw.codes") || true
+    ((ok == MOUNT_TAGS)) || die "only $ok of $MOUNT_TAGS keep-alive curl tag PUTs answered 200"
+
+    for n in "tagbench$sfx" "tagbench2$sfx" "tagbench3$sfx"; do
+      i=$(count_tags "library/$n") || die "GET tags of library/$n failed"
+      ((i == MOUNT_TAGS)) || die "library/$n has $i tags, want $MOUNT_TAGS"
+    done
+  done
+  log "  shell loop, mount:   $(s_list "${tm_mount[@]}")"
+  log "  curl per tag:        $(s_list "${tm_loop[@]}")"
+  log "  one keep-alive curl: $(s_list "${tm_ka[@]}")"
+  log "  the API lists $MOUNT_TAGS tags in each of the $((3 * MOUNT_TAG_REPS)) repositories"
+  record_max "$MOUNT_TAGS tags, shell loop (median/$MOUNT_TAG_REPS)" \
+    "$(median "${tm_mount[@]}")" "$(median "${tm_loop[@]}")" 2 0 fmt_s "curl per tag" "<= 2.00x"
+  # for scale, no target
+  t=$(median "${tm_mount[@]}")
+  tm=$(median "${tm_ka[@]}")
+  record "$MOUNT_TAGS tags, vs one keep-alive curl" "$(fmt_s "$t")" "1 curl --config $(fmt_s "$tm")" \
+    "$(awk -v r="$(fdiv "$t" "$tm")" 'BEGIN{ printf "%.2fx", r }')" "-" -
+
+  # 4. from the json-first runs
+  record "daemon peak RSS over idle, cp" "+$((max_over / 1024)) MiB" \
+    "idle $((max_idle / 1024)), VmHWM $((max_hwm / 1024)) MiB" "-" "<= 64 MiB" \
+    "$( ((max_over <= 64 * 1024)) && echo 1 || echo 0)"
+
+  n=$(grep -c . "$WORK/mount.err" || true)
+  if ((n > 0)); then
+    log "regfs mount wrote $n lines to stderr over the section (RUST_LOG=warn), by count:"
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9TZ:.-]* *//' "$WORK/mount.err" | sort | uniq -c |
+      sort -rn | head -n 5 >&2
+  fi
+  stop_pid "$SERVER_PID"
+  rm -rf "$data" "$storage" "$spool"
+  print_results "mount-write: regfs mount pushes against curl to the server; loopback, $(nproc) cores"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -1104,7 +1362,7 @@ main() {
     known=0
     for k in "${ALL_SECTIONS[@]}"; do [[ $s == "$k" ]] && known=1; done
     ((known)) || die "unknown section '$s' (known: ${ALL_SECTIONS[*]})"
-    [[ $s == mount ]] && NEED_FUSE=1
+    [[ $s == mount || $s == mount-write ]] && NEED_FUSE=1
   done
 
   need_tools
@@ -1116,7 +1374,7 @@ main() {
   for s in "${sections[@]}"; do
     log "section $s"
     check_quiet
-    "section_$s"
+    "section_${s//-/_}"
   done
   log "done in $((SECONDS - start)) s"
   if ((MISSES > 0)); then

@@ -9,8 +9,8 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use fuser::{
-    BsdFileFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -113,6 +113,11 @@ fn add_capability(config: &mut KernelConfig, flag: InitFlags) {
 }
 
 impl fuser::Filesystem for FuseAdapter {
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission is the registry's to decide, at the operation itself.
+        reply.ok();
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
@@ -296,9 +301,10 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let fs = self.fs.clone();
-        let data = data.to_vec();
+        // The one copy out of fuser's request buffer; the upload queue shares it from here.
+        let data = bytes::Bytes::copy_from_slice(data);
         self.rt.spawn(async move {
-            match fs.write(fh.0, offset, &data).await {
+            match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
             }

@@ -26,8 +26,9 @@ use crate::names::ImageId;
 
 /// Largest json or ancestry file accepted.
 const MAX_SMALL_FILE: usize = 1024 * 1024;
-/// Chunks queued between `write` and the streaming upload.
-const STREAM_QUEUE: usize = 4;
+/// Chunks (one FUSE write each, 1 MiB at most) queued between `write` and the streaming
+/// upload: enough to ride out short upload stalls, bounded so memory stays flat.
+const STREAM_QUEUE: usize = 16;
 /// How long a just-completed image keeps showing only the files written to it, so a `cp -r`
 /// still copying `ancestry` and `parent` can create them (its `O_EXCL` opens would otherwise
 /// find them already there).
@@ -76,10 +77,11 @@ enum LayerState {
         len: u64,
         closed: bool,
     },
-    /// Streaming to the registry.
+    /// Streaming to the registry; the payload checksum is computed by the upload as the
+    /// bytes go out (off the path that answers `write`), and arrives on `digest` at the end.
     Streaming {
         tx: mpsc::Sender<Bytes>,
-        hasher: Sha256,
+        digest: tokio::sync::oneshot::Receiver<Vec<u8>>,
         len: u64,
         upload: tokio::task::JoinHandle<Result<(), ClientError>>,
     },
@@ -266,18 +268,37 @@ impl RegistryFs {
 
     fn start_stream(&self, id: &ImageId, json: &Bytes) -> LayerState {
         let (tx, rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
-        let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-        }));
-        let client = self.client.clone();
-        let id = id.clone();
-        let upload = tokio::spawn(async move { client.put_layer(&id, body).await });
+        let (digest_tx, digest) = tokio::sync::oneshot::channel();
         let mut hasher = Sha256::new();
         hasher.update(json);
         hasher.update(b"\n");
+        let chunks = futures::stream::unfold(
+            (rx, Some((hasher, digest_tx))),
+            |(mut rx, mut hashing)| async move {
+                match rx.recv().await {
+                    Some(chunk) => {
+                        if let Some((h, _)) = hashing.as_mut() {
+                            h.update(&chunk);
+                        }
+                        Some((Ok::<_, std::io::Error>(chunk), (rx, hashing)))
+                    }
+                    None => {
+                        // The writer is done: every byte has gone through the hasher.
+                        if let Some((h, d)) = hashing.take() {
+                            let _ = d.send(h.finalize().to_vec());
+                        }
+                        None
+                    }
+                }
+            },
+        );
+        let body = reqwest::Body::wrap_stream(chunks);
+        let client = self.client.clone();
+        let id = id.clone();
+        let upload = tokio::spawn(async move { client.put_layer(&id, body).await });
         LayerState::Streaming {
             tx,
-            hasher,
+            digest,
             len: 0,
             upload,
         }
@@ -285,7 +306,7 @@ impl RegistryFs {
 
     /// `write` to an image file: sequential only. A failed write poisons the file: its close
     /// reports the failure and commits nothing.
-    pub(super) async fn write_image(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub(super) async fn write_image(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         let result = self.write_image_inner(fh, offset, data).await;
         if result.is_err() {
             if let Some(w) = lock(&self.handles)
@@ -298,7 +319,7 @@ impl RegistryFs {
         result
     }
 
-    async fn write_image_inner(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    async fn write_image_inner(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         let (id, file) = {
             let mut handles = lock(&self.handles);
             let w = handles
@@ -315,13 +336,14 @@ impl RegistryFs {
                 if w.buf.len() + data.len() > MAX_SMALL_FILE {
                     return Err(FsError::Invalid("file too large"));
                 }
-                w.buf.extend_from_slice(data);
+                w.buf.extend_from_slice(&data);
                 return Ok(data.len() as u32);
             }
             (w.id.clone(), w.file)
         };
         debug_assert_eq!(file, ImageFile::Layer);
-        let chunk = Bytes::copy_from_slice(data);
+        let written = data.len() as u32;
+        let chunk = data;
         let tx = {
             let mut pending = lock(&self.pending_images);
             let p = pending.get_mut(&id).ok_or(FsError::NotFound)?;
@@ -335,15 +357,12 @@ impl RegistryFs {
                         .and_then(|_| file.write_all(&chunk))
                         .map_err(|e| FsError::Registry(ClientError::Protocol(e.to_string())))?;
                     *len += chunk.len() as u64;
-                    return Ok(data.len() as u32);
+                    return Ok(written);
                 }
-                LayerState::Streaming {
-                    tx, hasher, len, ..
-                } => {
+                LayerState::Streaming { tx, len, .. } => {
                     if offset != *len {
                         return Err(FsError::Invalid("writes must be sequential"));
                     }
-                    hasher.update(&chunk);
                     *len += chunk.len() as u64;
                     tx.clone()
                 }
@@ -356,7 +375,7 @@ impl RegistryFs {
                 "the layer upload failed".into(),
             )));
         }
-        Ok(data.len() as u32)
+        Ok(written)
     }
 
     /// `flush`/`fsync`/`release` of an image file: commits what it completes.
@@ -491,31 +510,32 @@ impl RegistryFs {
         let mut state = self.start_stream(id, &json);
         file.seek(SeekFrom::Start(0))
             .map_err(|e| FsError::Registry(ClientError::Protocol(e.to_string())))?;
-        // Feed the spool into the stream from a blocking thread, in 1 MiB pieces.
-        if let LayerState::Streaming { tx, hasher, .. } = &mut state {
+        // Feed the spool into the stream from a blocking thread, in 1 MiB pieces; later
+        // writes of a layer still open follow once all of it is queued.
+        if let LayerState::Streaming { tx, .. } = &mut state {
             let tx = tx.clone();
-            let (htx, hrx) = tokio::sync::oneshot::channel();
-            let mut h = hasher.clone();
-            tokio::task::spawn_blocking(move || {
+            let fed = tokio::task::spawn_blocking(move || {
                 use std::io::Read;
                 let mut buf = vec![0u8; 1024 * 1024];
                 loop {
                     match file.read(&mut buf) {
-                        Ok(0) => break,
+                        Ok(0) => return true,
                         Ok(n) => {
-                            h.update(&buf[..n]);
                             if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                                break;
+                                return false;
                             }
                         }
-                        Err(_) => break,
+                        Err(_) => return false,
                     }
                 }
-                let _ = htx.send(h);
-            });
-            *hasher = hrx.await.map_err(|_| {
-                FsError::Registry(ClientError::Protocol("spool read failed".into()))
-            })?;
+            })
+            .await
+            .unwrap_or(false);
+            if !fed {
+                return Err(FsError::Registry(ClientError::Protocol(
+                    "the spooled layer could not be sent".into(),
+                )));
+            }
         }
         if let LayerState::Streaming { len: l, .. } = &mut state {
             *l = len;
@@ -546,12 +566,12 @@ impl RegistryFs {
                 }
                 LayerState::Streaming {
                     tx,
-                    hasher,
+                    digest,
                     upload,
                     len,
                 } => {
                     p.layer = LayerState::Sent { len };
-                    (tx, hasher, upload)
+                    (tx, digest, upload)
                 }
                 other => {
                     p.layer = other;
@@ -559,21 +579,26 @@ impl RegistryFs {
                 }
             }
         };
-        let (tx, hasher, upload) = state;
+        let (tx, digest, upload) = state;
         drop(tx);
         let sent = upload
             .await
             .map_err(|_| FsError::Registry(ClientError::Protocol("upload task failed".into())))?;
         let result = match sent {
-            Ok(()) => {
-                let checksum = format!("sha256:{}", hex::encode(hasher.finalize()));
-                match self.client.put_checksum(id, &checksum).await {
-                    Ok(()) => Ok(()),
-                    // A retried checksum whose first attempt went through.
-                    Err(ClientError::Conflict) if self.client.image(id).await.is_ok() => Ok(()),
-                    Err(e) => Err(push_error(e)),
+            Ok(()) => match digest.await {
+                Ok(digest) => {
+                    let checksum = format!("sha256:{}", hex::encode(digest));
+                    match self.client.put_checksum(id, &checksum).await {
+                        Ok(()) => Ok(()),
+                        // A retried checksum whose first attempt went through.
+                        Err(ClientError::Conflict) if self.client.image(id).await.is_ok() => Ok(()),
+                        Err(e) => Err(push_error(e)),
+                    }
                 }
-            }
+                Err(_) => Err(FsError::Registry(ClientError::Protocol(
+                    "the layer stream ended early".into(),
+                ))),
+            },
             Err(e) => Err(push_error(e)),
         };
         match &result {

@@ -183,13 +183,14 @@ impl RegistryFs {
     }
 
     /// `write`: tag files within their small size limit, and files of images being pushed.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         let is_image = lock(&self.handles)
             .get(&fh)
             .is_some_and(|h| h.image_write.is_some());
         if is_image {
             return self.write_image(fh, offset, data).await;
         }
+        let data = &data[..];
         let mut handles = lock(&self.handles);
         let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
         let w = h.tag_write.as_mut().ok_or(FsError::BadHandle)?;
