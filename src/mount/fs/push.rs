@@ -56,13 +56,8 @@ impl PendingImage {
         let has_parent = self
             .json
             .as_ref()
-            .and_then(|j| serde_json::from_slice::<serde_json::Value>(j).ok())
-            .and_then(|v| {
-                v.get("parent")
-                    .and_then(|p| p.as_str())
-                    .map(|p| !p.is_empty())
-            })
-            .unwrap_or(false);
+            .and_then(|j| parse_json(j).ok())
+            .is_some_and(|v| parent_of(&v).is_some());
         self.files.contains(&ImageFile::Ancestry) && (!has_parent || self.parent_link.is_some())
     }
 }
@@ -110,6 +105,18 @@ pub struct ImageWrite {
     done: bool,
     /// A write failed: nothing of this file may be committed.
     failed: bool,
+}
+
+fn parse_json(json: &[u8]) -> Result<serde_json::Value> {
+    serde_json::from_slice(json).map_err(|_| FsError::Invalid("json is not valid JSON"))
+}
+
+/// The parent an image json names; an empty one is none.
+fn parent_of(value: &serde_json::Value) -> Option<&str> {
+    value
+        .get("parent")
+        .and_then(|v| v.as_str())
+        .filter(|p| !p.is_empty())
 }
 
 fn push_error(e: ClientError) -> FsError {
@@ -467,12 +474,11 @@ impl RegistryFs {
     }
 
     async fn commit_json(&self, id: &ImageId, json: Bytes) -> Result<()> {
-        let value: serde_json::Value = serde_json::from_slice(&json)
-            .map_err(|_| FsError::Invalid("json is not valid JSON"))?;
+        let value = parse_json(&json)?;
         if value.get("id").and_then(|v| v.as_str()) != Some(id.as_str()) {
             return Err(FsError::Invalid("json names another image"));
         }
-        let parent = value.get("parent").and_then(|v| v.as_str()).unwrap_or("");
+        let parent = parent_of(&value).unwrap_or("");
         let link = lock(&self.pending_images)
             .get(id)
             .and_then(|p| p.parent_link.clone());
@@ -636,14 +642,9 @@ impl RegistryFs {
             .get(id)
             .and_then(|p| p.json.clone())
             .ok_or(FsError::Invalid("ancestry written before the json"))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&json).map_err(|_| FsError::Invalid("bad json"))?;
+        let value = parse_json(&json)?;
         let mut out = vec![id.clone()];
-        if let Some(parent) = value
-            .get("parent")
-            .and_then(|v| v.as_str())
-            .filter(|p| !p.is_empty())
-        {
+        if let Some(parent) = parent_of(&value) {
             let parent: ImageId = parent.parse().map_err(|_| FsError::Invalid("bad parent"))?;
             out.extend(self.client.ancestry(&parent).await?);
         }
@@ -693,10 +694,8 @@ impl RegistryFs {
         };
         match json {
             Some(json) => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&json).map_err(|_| FsError::Invalid("bad json"))?;
-                let parent = value.get("parent").and_then(|v| v.as_str()).unwrap_or("");
-                if parent.is_empty() || target != format!("../{parent}") {
+                let value = parse_json(&json)?;
+                if parent_of(&value).is_none_or(|p| target != format!("../{p}")) {
                     return Err(FsError::Invalid("parent link does not match the json"));
                 }
                 if let Some(p) = lock(&self.pending_images).get_mut(id) {
