@@ -100,10 +100,6 @@ impl RegistryClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let rb = self.http.request(method, format!("{}{}", self.base, path));
         match &self.credentials {

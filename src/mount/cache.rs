@@ -144,11 +144,6 @@ impl BlockCache {
         self.budget
     }
 
-    /// A cached block, if present (marks it recently used).
-    pub fn cached(&self, id: &ImageId, index: u64) -> Option<Bytes> {
-        lock(&self.inner).lru.get(&(id.clone(), index)).cloned()
-    }
-
     /// Marks a block as the first to go: a sequential reader has read past it, and the
     /// kernel's page cache keeps what it returned, so blocks other readers have yet to read
     /// are worth more.
