@@ -286,12 +286,8 @@ impl Registry {
 }
 
 fn parse_ancestry(raw: &[u8]) -> Result<Vec<ImageId>> {
-    let ids: Vec<String> = serde_json::from_slice(raw).map_err(|e| {
-        RegistryError::Storage(StorageError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("corrupt ancestry: {e}"),
-        )))
-    })?;
+    let ids: Vec<String> =
+        serde_json::from_slice(raw).map_err(|e| super::corrupt(format!("ancestry: {e}")))?;
     ids.iter()
         .map(|s| s.parse::<ImageId>().map_err(RegistryError::from))
         .collect()

@@ -238,12 +238,15 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         Err(StorageError::NotFound) => return Err(missing()),
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        RegistryError::Storage(StorageError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("corrupt record {key}: {e}"),
-        )))
-    })
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("record {key}: {e}")))
+}
+
+/// A stored record that does not parse: a store failure (503), never the client's fault.
+fn corrupt(what: String) -> RegistryError {
+    RegistryError::Storage(StorageError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("corrupt {what}"),
+    )))
 }
 
 /// Whether an object exists.
