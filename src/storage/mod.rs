@@ -12,6 +12,7 @@
 //! Keys are built in one place only, [`keys`], from already validated names.
 
 pub mod keys;
+mod local_read;
 pub mod object;
 
 use std::fmt;

@@ -2,8 +2,7 @@
 //! S3 one later) are the same code over a different `ObjectStore`.
 //!
 //! Local reads bypass `object_store`'s 8 KiB read loop: the crate hands back the open file, and
-//! we stream it in large chunks, which keeps a 1 GiB layer GET from costing 131,072 round trips
-//! through the blocking pool.
+//! [`super::local_read`] streams it in large chunks, mostly without leaving the runtime.
 
 use std::ops::Range;
 use std::path::Path as FsPath;
@@ -18,13 +17,8 @@ use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{BlobStore, DirListing, Download, Key, ObjectInfo, StorageError, Upload};
-
-/// Bytes read from a local file per chunk of a streamed GET.
-const LOCAL_READ_CHUNK: usize = 256 * 1024;
 
 /// A [`BlobStore`] backed by any `object_store` implementation.
 #[derive(Debug, Clone)]
@@ -229,14 +223,7 @@ impl BlobStore for ObjectBackend {
         let info = info(&result.meta);
         let range = result.range.clone();
         let stream = match result.payload {
-            GetResultPayload::File(file, _) => {
-                let mut file = tokio::fs::File::from_std(file);
-                file.seek(std::io::SeekFrom::Start(range.start)).await?;
-                let len = range.end - range.start;
-                ReaderStream::with_capacity(file.take(len), LOCAL_READ_CHUNK)
-                    .map_err(StorageError::Io)
-                    .boxed()
-            }
+            GetResultPayload::File(file, _) => super::local_read::stream(file, range.clone()),
             GetResultPayload::Stream(s) => s.map_err(StorageError::from).boxed(),
         };
         Ok(Download {
