@@ -25,13 +25,13 @@ fn alice() -> Auth {
 /// A healthy store and a directory it may live in.
 struct Backing {
     store: Arc<dyn BlobStore>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 fn memory() -> Backing {
     Backing {
         store: Arc::new(ObjectBackend::memory()),
-        _dir: None,
+        dir: None,
     }
 }
 
@@ -39,7 +39,7 @@ fn local() -> Backing {
     let dir = tempfile::tempdir().unwrap();
     Backing {
         store: Arc::new(ObjectBackend::local(dir.path()).unwrap()),
-        _dir: Some(dir),
+        dir: Some(dir),
     }
 }
 
@@ -366,6 +366,7 @@ async fn failed_pushes_publish_nothing_and_retries_succeed(backing: Backing) {
     ];
     for (n, (fault, failing, layer_published)) in cases.into_iter().enumerate() {
         let img = Image::child(&format!("faults-push-{n}"), &base, 600_000 + n);
+        let fired_before = faults.counts().errors;
         faults.arm(fault.clone());
         let mut steps = vec![put_json(&c, &img).await];
         if failing >= 1 {
@@ -381,13 +382,18 @@ async fn failed_pushes_publish_nothing_and_retries_succeed(backing: Backing) {
                 assert_unavailable(r, &format!("{fault:?} step {i}"));
             }
         }
-        // A client that carries on regardless still cannot complete the image.
+        // A client that carries on regardless still cannot complete the image. The layer PUT
+        // goes through a client of its own: refused before its body is read (no json), it
+        // leaves a connection the server closes without saying so.
         if failing == 0 {
-            put_layer(&c, &img).await;
+            put_layer(&server.client(), &img).await;
         }
         let r = put_checksum(&c, &img).await;
         assert_ne!(r.status / 100, 2, "{fault:?}: the image completed");
-        assert!(faults.counts().errors > 0, "{fault:?} never fired");
+        assert!(
+            faults.counts().errors > fired_before,
+            "{fault:?} never fired"
+        );
         assert!(!served_exactly(&c, &img, &[&img, &base]).await, "{fault:?}");
         assert_nothing_published(store.as_ref(), &img, !layer_published).await;
         let tag = c
@@ -404,7 +410,7 @@ async fn failed_pushes_publish_nothing_and_retries_succeed(backing: Backing) {
         c.push_image(&img, &alice()).await;
         assert!(served_exactly(&c, &img, &[&img, &base]).await, "{fault:?}");
     }
-    if let Some(dir) = &backing._dir {
+    if let Some(dir) = &backing.dir {
         let staged: Vec<_> = files(dir.path())
             .into_iter()
             .filter(|f| f.contains('#'))
@@ -625,7 +631,7 @@ async fn mount_reads_under_store_faults_are_eio_and_succeed_once_cleared() {
     let client = RegistryClient::new(ClientConfig {
         url: server.url.clone(),
         credentials: None,
-        timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
     })
     .unwrap();
     let fs = RegistryFs::new(client, FsConfig::default());
