@@ -17,6 +17,9 @@ mod cli;
 /// The mount's filesystem logic driven directly, without a kernel mount.
 mod fs;
 
+/// The server and the mount's logic over a store that fails, stalls and cuts reads on purpose.
+mod faults;
+
 /// Real FUSE mounts; needs /dev/fuse and fusermount3 (`--features fuse-tests`).
 #[cfg(feature = "fuse-tests")]
 mod mount;

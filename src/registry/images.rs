@@ -2,7 +2,7 @@
 //!
 //! An image moves through three stored states, each published by one atomic write, so a crash
 //! at any point leaves an image that is either absent, in progress (never served), or complete:
-//! 1. `json` and `ancestry` written (PUT json), any earlier `_checksum` dropped first;
+//! 1. `ancestry` then `json` written (PUT json), any earlier `_checksum` dropped first;
 //! 2. `layer` published when its upload finishes, then `_checksum` (the payload checksum
 //!    computed while the bytes streamed through);
 //! 3. `_complete`, written last, once the client's checksum matches.
@@ -181,12 +181,14 @@ impl Registry {
         // Dropping the old checksum first means a layer uploaded against other json bytes can
         // never complete this image.
         store.delete(&keys::image_checksum(id)).await?;
-        store.put(&keys::image_json(id), body).await?;
         let ancestry = serde_json::to_vec(&ancestry.iter().map(|i| i.as_str()).collect::<Vec<_>>())
             .map_err(|_| RegistryError::InvalidJson)?;
+        // The json goes last: it is what lets a layer be pushed and the image complete, so an
+        // image can never complete without its ancestry when the second write fails.
         store
             .put(&keys::image_ancestry(id), Bytes::from(ancestry))
             .await?;
+        store.put(&keys::image_json(id), body).await?;
         Ok(())
     }
 

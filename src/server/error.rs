@@ -111,6 +111,11 @@ impl ApiError {
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                // A store failure can cut a request short with its body unread (a layer
+                // refused before or during its upload), so the connection is closed after
+                // this answer; saying so keeps clients from sending their next request into
+                // it.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -145,6 +150,7 @@ mod tests {
         let res = e.into_response();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(res.headers()[header::CONNECTION], "close");
     }
 
     #[test]

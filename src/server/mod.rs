@@ -16,13 +16,14 @@ pub mod routes;
 pub mod state;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use crate::names::Username;
 use crate::registry::{Registry, RegistryConfig, RegistryError};
-use crate::storage::{self, StorageConfig, StorageError};
+use crate::storage::{self, BlobStore, StorageConfig, StorageError};
 use error::ApiError;
 use state::AppState;
 
@@ -107,10 +108,6 @@ impl BoundServer {
 
 /// Opens storage and binds the listening socket.
 pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
-        None => None,
-    };
     // Opening a local store walks it once (leftover uploads), so keep that off the runtime.
     let storage_config = config.storage.clone();
     let store = tokio::task::spawn_blocking(move || storage::open(&storage_config))
@@ -123,6 +120,19 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
             Err(e) => tracing::warn!(error = %e, "could not probe the store"),
         }
     }
+    bind_with_store(config, store).await
+}
+
+/// Binds the listening socket over a store that is already open; `config.storage` is not
+/// looked at. For embedding, and for tests that wrap a store (to inject faults, for one).
+pub async fn bind_with_store(
+    config: &ServeConfig,
+    store: Arc<dyn BlobStore>,
+) -> Result<BoundServer, ServeError> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let registry = Registry::new(
         store,
         RegistryConfig {

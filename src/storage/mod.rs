@@ -11,6 +11,7 @@
 //!
 //! Keys are built in one place only, [`keys`], from already validated names.
 
+pub mod faulty;
 pub mod keys;
 mod local_read;
 pub mod object;

@@ -7,12 +7,12 @@ pub mod mount;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use regfs::server::ServeConfig;
-use regfs::storage::StorageConfig;
+use regfs::storage::{BlobStore, StorageConfig};
 use sha2::{Digest, Sha256};
 
 pub const ADMIN: &str = "admin";
@@ -50,6 +50,15 @@ impl TestServer {
     /// Runs the server on its own thread and runtime, so a test's blocking calls (or a FUSE
     /// mount's) can never starve it.
     pub fn with_config(cfg: ServeConfig) -> Self {
+        Self::spawn(cfg, None)
+    }
+
+    /// A server over `store` (a wrapped one, say), otherwise as [`TestServer::start`].
+    pub fn with_store(store: Arc<dyn BlobStore>) -> Self {
+        Self::spawn(Self::config(), Some(store))
+    }
+
+    fn spawn(cfg: ServeConfig, store: Option<Arc<dyn BlobStore>>) -> Self {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
@@ -62,7 +71,11 @@ impl TestServer {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let server = regfs::server::bind(&cfg).await.unwrap();
+                    let server = match store {
+                        Some(store) => regfs::server::bind_with_store(&cfg, store).await,
+                        None => regfs::server::bind(&cfg).await,
+                    }
+                    .unwrap();
                     addr_tx.send(server.local_addr()).unwrap();
                     let serve = server.serve(async {
                         let _ = shutdown_rx.await;
