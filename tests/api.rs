@@ -1513,3 +1513,26 @@ async fn a_client_that_never_finishes_its_headers_does_not_block_others() {
     let r = server.client().get("/v1/_ping", &Auth::None).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn a_body_refused_unread_does_not_break_the_clients_next_request() {
+    let server = TestServer::start();
+    let c = server.client();
+    let img = Image::new("refused-unread", 256 * 1024);
+    // No json yet: the layer is refused before its body is read. Several times over one
+    // client, so a pooled connection the server closed would be picked up again.
+    for _ in 0..5 {
+        let r = c
+            .put(
+                &format!("/v1/images/{}/layer", img.id),
+                img.layer.clone(),
+                &Auth::admin(),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert_eq!(r.header("connection").as_deref(), Some("close"));
+        let ping = c.get("/v1/_ping", &Auth::None).await;
+        assert_eq!(ping.status, 200);
+    }
+    c.push_image(&img, &Auth::admin()).await;
+}

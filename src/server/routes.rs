@@ -266,9 +266,19 @@ async fn dispatch(state: AppState, path: &str, mut req: Request) -> Response {
         req.method = Method::GET;
     }
     let route = Route::parse(path);
-    let res = handlers::handle(&state, route, req)
+    let sends_body = has_body(&req.headers);
+    let mut res = handlers::handle(&state, route, req)
         .await
         .unwrap_or_else(ApiError::into_response);
+    // A refusal may come before the body was read (a layer PUT for an unknown image, a 401).
+    // hyper then closes the connection after answering; saying so lets the client open a new
+    // one for its next request instead of failing on a connection it thought was reusable.
+    if sends_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut().insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("close"),
+        );
+    }
     let res = if head {
         let (parts, _) = res.into_parts();
         Response::from_parts(parts, Bytes::new().into())
@@ -288,6 +298,15 @@ async fn dispatch(state: AppState, path: &str, mut req: Request) -> Response {
         ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     res
+}
+
+/// Whether a request carries a body that a handler may leave unread.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(warp::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(warp::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// Parses an image id from a path, answering 404 "Invalid image ID" as the reference does.
