@@ -8,6 +8,10 @@ mod common;
 /// pull sequences, permissions and hostile input.
 mod api;
 
+/// Generated and tabled hostile requests against the in-process router, and raw non-HTTP bytes
+/// over a socket: no panic, no 5xx, JSON errors, data intact.
+mod hostile;
+
 /// One conformance suite for every storage backend.
 mod storage;
 
