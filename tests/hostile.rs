@@ -774,22 +774,9 @@ fn generated_index_and_other_requests_never_fail_the_server() {
     run_property("index and other routes", 5000, other_path());
 }
 
-/// Every path parameter position against every hostile value, with valid admin credentials so
-/// writes get past authentication to the name checks.
-#[test]
-fn every_path_parameter_refuses_every_hostile_value() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let fx = rt.block_on(Fixture::new());
-    let long = "a".repeat(300);
-    let nul_raw = "a\0b".to_string();
-    let unicode = "é".to_string();
-    let mut values: Vec<&str> = HOSTILE.to_vec();
-    values.extend([long.as_str(), nul_raw.as_str(), unicode.as_str()]);
-    let base = base_image().id;
-    let positions: Vec<(&str, String)> = vec![
+/// Every path parameter position of the API, as `(what, path with {} for the value)`.
+fn positions() -> Vec<(&'static str, String)> {
+    vec![
         ("user", "/v1/users/{}/".into()),
         ("namespace", "/v1/repositories/{}/app/".into()),
         ("namespace", "/v1/repositories/{}/app/tags".into()),
@@ -812,7 +799,25 @@ fn every_path_parameter_refuses_every_hostile_value() {
         ("image id", "/v1/images/{}/ancestry".into()),
         ("image id", "/v1/images/{}/checksum".into()),
         ("image id", "/v1/images/{}/files".into()),
-    ];
+    ]
+}
+
+/// Every path parameter position against every hostile value, with valid admin credentials so
+/// writes get past authentication to the name checks.
+#[test]
+fn every_path_parameter_refuses_every_hostile_value() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = rt.block_on(Fixture::new());
+    let long = "a".repeat(300);
+    let nul_raw = "a\0b".to_string();
+    let unicode = "é".to_string();
+    let mut values: Vec<&str> = HOSTILE.to_vec();
+    values.extend([long.as_str(), nul_raw.as_str(), unicode.as_str()]);
+    let base = base_image().id;
+    let positions = positions();
     let admin = basic(ADMIN, ADMIN_PASSWORD);
     let bodies = [
         format!("\"{base}\""),
@@ -960,6 +965,62 @@ fn raw_garbage_over_a_socket_gets_4xx_or_a_close() {
         );
     }
     // Still healthy.
+    let answer = raw_exchange(
+        server.addr,
+        b"GET /v1/_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(answer, Answer::Http(200));
+}
+
+/// Raw bytes in every path position, past any client's normalisation: the HTTP parser refuses
+/// what is not a valid request target, the router refuses the rest.
+#[test]
+fn raw_path_parameters_over_a_socket_get_4xx() {
+    let server = TestServer::start();
+    let auth = format!(
+        "Authorization: {}\r\n",
+        String::from_utf8(basic(ADMIN, ADMIN_PASSWORD)).unwrap()
+    );
+    let long = vec![b'a'; 300];
+    let values: [&[u8]; 8] = [
+        b"..",
+        b".",
+        b"\xff\xfe",
+        b"\xc0\xae\xc0\xae",
+        b"%00",
+        b"a\\b",
+        b"%2e%2e%2f%2e%2e",
+        &long,
+    ];
+    for (what, shape) in positions() {
+        let (head, tail) = shape.split_once("{}").unwrap();
+        for value in values {
+            let path = [head.as_bytes(), value, tail.as_bytes()].concat();
+            for method in ["GET", "PUT"] {
+                let req = [
+                    method.as_bytes(),
+                    b" ",
+                    &path,
+                    b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n",
+                    auth.as_bytes(),
+                    b"\r\n{}",
+                ]
+                .concat();
+                let answer = raw_exchange(server.addr, &req);
+                let shown = String::from_utf8_lossy(&path);
+                // Tag metadata is "always 200" (API.md section 3), whatever the tag.
+                let tag_json = what == "tag" && tail == "/json" && method == "GET";
+                match answer {
+                    Answer::Http(200) if tag_json => {}
+                    Answer::Http(status) => assert!(
+                        (400..500).contains(&status),
+                        "{what}: {method} {shown} -> {status}"
+                    ),
+                    other => panic!("{what}: {method} {shown} -> {other:?}"),
+                }
+            }
+        }
+    }
     let answer = raw_exchange(
         server.addr,
         b"GET /v1/_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
