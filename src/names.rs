@@ -285,4 +285,107 @@ mod tests {
             assert!(bad.parse::<ImageId>().is_err(), "{bad:?}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Strings biased towards the edges of the rules: rule characters, separators, dots,
+        /// upper case, non-ASCII, NUL, and lengths around every limit.
+        fn name_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9_.\\-]{0,40}",
+                "[a-zA-Z0-9_.\\-/%:@ \\x00]{0,40}",
+                "[a-z0-9_]{28,32}",
+                "[A-Za-z0-9_.\\-]{120,135}",
+                "[a-z0-9.]{250,260}",
+                "[0-9a-fA-F]{14,66}",
+                any::<String>(),
+                Just(".".to_string()),
+                Just("..".to_string()),
+            ]
+        }
+
+        fn user_rule(s: &str) -> bool {
+            (4..=30).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }
+
+        fn repo_rule(s: &str) -> bool {
+            !s.is_empty()
+                && s.len() <= MAX_NAME_LEN
+                && s != "."
+                && s != ".."
+                && s.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+                })
+        }
+
+        fn tag_rule(s: &str) -> bool {
+            let b = s.as_bytes();
+            let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+            !b.is_empty()
+                && b.len() <= 128
+                && word(b[0])
+                && b.iter().all(|&c| word(c) || c == b'.' || c == b'-')
+        }
+
+        fn id_rule(s: &str) -> bool {
+            (s.len() == 64 || s.len() == 16)
+                && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        }
+
+        /// A name accepted is a safe single path component.
+        fn safe_component(s: &str) -> bool {
+            !s.is_empty()
+                && s.len() <= MAX_NAME_LEN
+                && s != "."
+                && s != ".."
+                && !s.contains(['/', '\\', '\0', '%'])
+                && s.is_ascii()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn every_parser_agrees_with_its_rule(s in name_like()) {
+                let checks: [(bool, Option<String>); 5] = [
+                    (user_rule(&s), s.parse::<Namespace>().ok().map(|n| n.to_string())),
+                    (user_rule(&s), s.parse::<Username>().ok().map(|n| n.to_string())),
+                    (repo_rule(&s), s.parse::<RepoName>().ok().map(|n| n.to_string())),
+                    (tag_rule(&s), s.parse::<Tag>().ok().map(|n| n.to_string())),
+                    (id_rule(&s), s.parse::<ImageId>().ok().map(|n| n.to_string())),
+                ];
+                for (i, (rule, parsed)) in checks.into_iter().enumerate() {
+                    prop_assert_eq!(rule, parsed.is_some(), "parser {} on {:?}", i, s);
+                    if let Some(shown) = parsed {
+                        prop_assert_eq!(&shown, &s, "Display round-trips");
+                        prop_assert!(safe_component(&shown), "{:?} is not a safe component", shown);
+                    }
+                }
+            }
+
+            #[test]
+            fn full_references_round_trip(ns in name_like(), repo in name_like()) {
+                let full = format!("{ns}/{repo}");
+                match RepoRef::parse_full(&full) {
+                    Ok(r) => {
+                        prop_assert!(user_rule(&ns) && repo_rule(&repo));
+                        prop_assert_eq!(r.to_string(), full.clone());
+                        prop_assert_eq!(RepoRef::parse_full(&r.to_string()), Ok(r));
+                    }
+                    Err(_) => prop_assert!(!user_rule(&ns) || !repo_rule(&repo)),
+                }
+                match RepoRef::library(&repo) {
+                    Ok(r) => {
+                        prop_assert!(repo_rule(&repo) && !(repo.len() == 64 && id_rule(&repo)));
+                        prop_assert_eq!(r.to_string(), format!("library/{repo}"));
+                    }
+                    Err(_) => prop_assert!(!repo_rule(&repo) || (repo.len() == 64 && id_rule(&repo))),
+                }
+            }
+        }
+    }
 }

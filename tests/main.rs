@@ -8,6 +8,14 @@ mod common;
 /// pull sequences, permissions and hostile input.
 mod api;
 
+/// Generated and tabled hostile requests against the in-process router, and raw non-HTTP bytes
+/// over a socket: no panic, no 5xx, JSON errors, data intact.
+mod hostile;
+
+/// Access control as a table of caller x operation x repository, reserved names, and no
+/// credentials in the real binary's trace logs.
+mod access;
+
 /// One conformance suite for every storage backend.
 mod storage;
 

@@ -170,7 +170,7 @@ impl TokenSigner {
         let (mut sig, mut repo, mut access, mut expires) = (None, None, None, None);
         for field in token.split(',') {
             let (k, v) = field.trim().split_once('=')?;
-            let v = v.trim().trim_matches('"');
+            let v = v.trim();
             let slot = match k.trim() {
                 "signature" => &mut sig,
                 "repository" => &mut repo,
@@ -182,7 +182,18 @@ impl TokenSigner {
                 *slot = Some(v);
             }
         }
-        let (sig, repo, access, expires) = (sig?, repo?, access?, expires?);
+        // Only the exact form `issue` writes is accepted, so no altered token verifies, not even
+        // one that means the same (upper-case hex, a dropped quote, `+` or leading zeros).
+        let repo = repo?.strip_prefix('"')?.strip_suffix('"')?;
+        let (sig, access, expires) = (sig?, access?, expires?);
+        let canonical_number = |s: &str| {
+            s == "0"
+                || (!s.starts_with('0') && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !canonical_number(expires) || !lower_hex(sig) {
+            return None;
+        }
         let expires: i64 = expires.parse().ok()?;
         let expected = self.mac(repo, access, expires);
         let given = hex::decode(sig).ok()?;
@@ -342,5 +353,148 @@ mod tests {
             Caller::Anonymous.authorize_repo(&a, Access::Write, false),
             Err(ApiError::Unauthorized { .. })
         ));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use warp::http::HeaderValue;
+
+        fn repo_ref() -> impl Strategy<Value = RepoRef> {
+            ("[a-z0-9_]{4,12}", "[a-z0-9][a-z0-9._\\-]{0,12}")
+                .prop_filter_map("valid names", |(ns, repo)| {
+                    RepoRef::parse_full(&format!("{ns}/{repo}")).ok()
+                })
+        }
+
+        fn access() -> impl Strategy<Value = Access> {
+            prop_oneof![
+                Just(Access::Read),
+                Just(Access::Write),
+                Just(Access::Delete)
+            ]
+        }
+
+        /// Header values from a grammar of schemes and payloads, plus arbitrary bytes.
+        fn auth_value() -> impl Strategy<Value = Vec<u8>> {
+            let scheme = prop_oneof![
+                Just("Basic "),
+                Just("basic "),
+                Just("BASIC  "),
+                Just("Token "),
+                Just("Token Token "),
+                Just("token "),
+                Just("Bearer "),
+                Just("Digest "),
+                Just(""),
+                Just(" "),
+            ];
+            let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+            let payload = prop_oneof![
+                "[A-Za-z0-9+/=]{0,40}",
+                any::<String>().prop_map(b64),
+                ("[a-z0-9_]{0,12}", "[ -~]{0,20}").prop_map(move |(u, p)| b64(format!("{u}:{p}"))),
+                "[ -~]{0,60}",
+                "signature=[0-9a-f]{0,64},repository=\"[a-z/.]{0,20}\",access=[a-z]{0,6},expires=-?[0-9]{0,20}",
+            ];
+            prop_oneof![
+                4 => (scheme, payload).prop_map(|(s, p)| format!("{s}{p}").into_bytes()),
+                1 => proptest::collection::vec(any::<u8>(), 0..80),
+                1 => (1usize..3).prop_map(|k| format!("Basic {}", "QUFB".repeat(k * 700)).into_bytes()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn tokens_round_trip(
+                repo in repo_ref(),
+                access in access(),
+                ttl in 1i64..100_000,
+                now in 0i64..4_000_000_000,
+                secret in proptest::collection::vec(any::<u8>(), 1..64),
+            ) {
+                let signer = TokenSigner::new(&secret, ttl);
+                let token = signer.issue(&repo, access, now);
+                let want = Grant { repo: repo.clone(), access, expires: now + ttl };
+                prop_assert_eq!(signer.verify(&token, now), Some(want.clone()));
+                prop_assert_eq!(signer.verify(&token, now + ttl), Some(want));
+                prop_assert_eq!(signer.verify(&token, now + ttl + 1), None, "expired");
+                // The header a client sends back parses to the same token, with or without the
+                // reference's doubled prefix.
+                for sent in [format!("Token {token}"), format!("Token Token {token}")] {
+                    let mut h = HeaderMap::new();
+                    h.insert(AUTHORIZATION, HeaderValue::from_str(&sent).unwrap());
+                    prop_assert_eq!(credentials(&h), Credentials::Token(token.clone()));
+                }
+            }
+
+            #[test]
+            fn any_changed_character_is_refused(
+                repo in repo_ref(),
+                access in access(),
+                pos in any::<proptest::sample::Index>(),
+                with in prop_oneof![any::<char>(), proptest::char::range(' ', '~')],
+            ) {
+                let signer = TokenSigner::new(b"property-secret", 3600);
+                let token = signer.issue(&repo, access, 1000);
+                let mut chars: Vec<char> = token.chars().collect();
+                let i = pos.index(chars.len());
+                prop_assume!(chars[i] != with);
+                chars[i] = with;
+                let tampered: String = chars.into_iter().collect();
+                prop_assert_eq!(signer.verify(&tampered, 1000), None, "{} accepted", tampered);
+            }
+
+            #[test]
+            fn changed_claims_are_refused(
+                repo in repo_ref(),
+                other in repo_ref(),
+                access in access(),
+                other_access in access(),
+                shift in 1i64..1_000_000,
+            ) {
+                let signer = TokenSigner::new(b"property-secret", 3600);
+                let token = signer.issue(&repo, access, 1000);
+                let expires = 1000 + 3600;
+                if other != repo {
+                    let t = token.replace(&format!("\"{repo}\""), &format!("\"{other}\""));
+                    prop_assert_eq!(signer.verify(&t, 1000), None);
+                }
+                if other_access != access {
+                    let t = token.replace(
+                        &format!("access={}", access.as_str()),
+                        &format!("access={}", other_access.as_str()),
+                    );
+                    prop_assert_eq!(signer.verify(&t, 1000), None);
+                }
+                let later = token.replace(&format!("expires={expires}"), &format!("expires={}", expires + shift));
+                prop_assert_eq!(signer.verify(&later, 1000), None);
+                // A token signed under another secret is refused too.
+                let foreign = TokenSigner::new(b"another-secret", 3600).issue(&repo, access, 1000);
+                prop_assert_eq!(signer.verify(&foreign, 1000), None);
+            }
+
+            #[test]
+            fn header_parsing_never_panics(value in auth_value()) {
+                let Ok(value) = HeaderValue::from_bytes(&value) else {
+                    return Ok(());
+                };
+                let mut h = HeaderMap::new();
+                h.insert(AUTHORIZATION, value.clone());
+                match credentials(&h) {
+                    Credentials::Basic { user, password } => {
+                        prop_assert!(value.len() <= MAX_AUTH_HEADER);
+                        prop_assert!(!user.contains(':'));
+                        let _ = password;
+                    }
+                    Credentials::Token(t) => prop_assert!(!t.is_empty()),
+                    Credentials::None | Credentials::Invalid => {}
+                }
+                let signer = TokenSigner::new(b"k", 60);
+                let _ = signer.verify(&String::from_utf8_lossy(value.as_bytes()), 0);
+            }
+        }
     }
 }

@@ -92,4 +92,90 @@ mod tests {
         }
         assert_eq!(parse(Some("bytes=0-"), 0), Unsatisfiable);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// `Range` values from a grammar, mostly close to valid, plus arbitrary text.
+        fn range_header() -> impl Strategy<Value = String> {
+            let num = prop_oneof![
+                (0u64..64).prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                Just(String::new()),
+                Just("99999999999999999999999".to_string()),
+                "[ +\\-0-9a-z]{1,4}",
+            ];
+            let spec = (
+                num.clone(),
+                prop_oneof![Just("-"), Just("--"), Just(""), Just(" - ")],
+                num,
+            )
+                .prop_map(|(a, sep, b)| format!("{a}{sep}{b}"));
+            prop_oneof![
+                4 => (prop_oneof![Just("bytes="), Just("bytes = "), Just("BYTES="), Just("items="), Just("")], spec.clone())
+                    .prop_map(|(unit, s)| format!("{unit}{s}")),
+                1 => (spec.clone(), spec).prop_map(|(a, b)| format!("bytes={a},{b}")),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn digits(s: &str) -> Option<u64> {
+            let s = s.trim();
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn partial_ranges_lie_inside_the_object(
+                header in proptest::option::of(range_header()),
+                size in prop_oneof![0u64..100, any::<u64>()],
+            ) {
+                match parse(header.as_deref(), size) {
+                    RangeRequest::Partial(r) => {
+                        prop_assert!(r.start < r.end, "empty range {:?}", r);
+                        prop_assert!(r.end <= size, "{:?} past {}", r, size);
+                    }
+                    RangeRequest::Full => {}
+                    RangeRequest::Unsatisfiable => {
+                        // Only a single `bytes=` spec can be unsatisfiable.
+                        let spec = header
+                            .as_deref()
+                            .map(str::trim)
+                            .and_then(|h| h.strip_prefix("bytes="));
+                        prop_assert!(spec.is_some_and(|s| !s.contains(',')), "{:?}", header);
+                        // And a well-formed one only when it misses the object.
+                        if let Some((a, b)) = spec.and_then(|s| s.trim().split_once('-')) {
+                            match (digits(a), digits(b), a.trim().is_empty(), b.trim().is_empty()) {
+                                (Some(a), None, _, true) => prop_assert!(a >= size),
+                                (None, Some(n), true, _) => prop_assert!(n == 0 || size == 0),
+                                (Some(a), Some(b), _, _) => prop_assert!(a > b || a >= size),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn satisfiable_specs_are_served(a in 0u64..1000, len in 1u64..1000, size in 1u64..2000) {
+                let want = if a < size {
+                    RangeRequest::Partial(a..(a + len).min(size))
+                } else {
+                    RangeRequest::Unsatisfiable
+                };
+                let header = format!("bytes={a}-{}", a + len - 1);
+                prop_assert_eq!(parse(Some(&header), size), want);
+                let suffix = format!("bytes=-{len}");
+                prop_assert_eq!(
+                    parse(Some(&suffix), size),
+                    RangeRequest::Partial(size.saturating_sub(len)..size)
+                );
+            }
+        }
+    }
 }
