@@ -17,6 +17,10 @@ mod cli;
 /// The mount's filesystem logic driven directly, without a kernel mount.
 mod fs;
 
+/// The disk cache (`--cache-dir`): filled by reads, read back across filesystems, bounded, one
+/// owner per directory; with `fuse-tests`, also through a real remount.
+mod disk_cache;
+
 /// Real FUSE mounts; needs /dev/fuse and fusermount3 (`--features fuse-tests`).
 #[cfg(feature = "fuse-tests")]
 mod mount;

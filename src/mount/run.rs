@@ -265,6 +265,8 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
     if let Some(task) = server_task {
         let _ = task.await;
     }
+    // Blocks read last are still on their way to the disk cache.
+    fs.flush_disk_cache().await;
     result?;
     // Whatever was written but never committed is reported, and the exit code says so.
     let unfinished = fs.unfinished();
