@@ -227,7 +227,14 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
     if let Err(e) = client.ping().await {
         tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
     }
-    let fs = Arc::new(RegistryFs::new(client, config.fs.clone()));
+    // Off the runtime: opening a disk cache lists what it holds.
+    let fs_config = config.fs.clone();
+    let fs = tokio::task::spawn_blocking(move || Arc::new(RegistryFs::new(client, fs_config)))
+        .await
+        .map_err(|e| MountError::Mount {
+            path: config.mountpoint.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     let mounted = {
         let fs = fs.clone();
         let path = config.mountpoint.clone();
