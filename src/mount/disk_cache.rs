@@ -226,11 +226,19 @@ impl DiskCache {
     /// Block `index` of layer `id`, if it is on disk with exactly `len` bytes.
     pub async fn block(&self, id: &ImageId, index: u64, len: u64) -> Option<Bytes> {
         let key = self.shared.block_key(id, index);
+        self.read(key, Some(len)).await.map(Bytes::from)
+    }
+
+    /// An indexed file's bytes, read on the blocking pool.
+    async fn read(&self, key: PathBuf, want: Option<u64>) -> Option<Vec<u8>> {
         if !lock(&self.shared.index).files.contains(&key) {
             return None;
         }
         let shared = self.shared.clone();
-        blocking(move || shared.read(&key, Some(len)).map(Bytes::from)).await
+        tokio::task::spawn_blocking(move || shared.read(&key, want))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Keeps a block of layer `id` on disk; dropped when the writers are all busy.
@@ -241,9 +249,7 @@ impl DiskCache {
 
     /// A complete image's metadata, if on disk.
     pub async fn image(&self, id: &ImageId) -> Option<ImageInfo> {
-        let key = self.shared.image_key(id, "image");
-        let shared = self.shared.clone();
-        let raw = blocking(move || shared.read(&key, None)).await?;
+        let raw = self.read(self.shared.image_key(id, "image"), None).await?;
         let info = parse_image(&raw);
         if info.is_none() {
             self.forget(self.shared.image_key(id, "image"));
@@ -259,9 +265,9 @@ impl DiskCache {
 
     /// A complete image's ancestry, if on disk.
     pub async fn ancestry(&self, id: &ImageId) -> Option<Vec<ImageId>> {
-        let key = self.shared.image_key(id, "ancestry");
-        let shared = self.shared.clone();
-        let raw = blocking(move || shared.read(&key, None)).await?;
+        let raw = self
+            .read(self.shared.image_key(id, "ancestry"), None)
+            .await?;
         let ids: Option<Vec<ImageId>> = std::str::from_utf8(&raw)
             .ok()?
             .lines()
@@ -388,11 +394,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-/// Runs `f` on the blocking pool; a failed task is a miss.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Option<T> + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok().flatten()
 }
 
 /// `Ok(None)`: the file is not `want` bytes long.
