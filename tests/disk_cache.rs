@@ -155,9 +155,14 @@ async fn a_block_file_cut_short_is_fetched_again() {
     let mut longer = std::fs::read(grown).unwrap();
     longer.extend_from_slice(b"trailing garbage");
     std::fs::write(grown, &longer).unwrap();
+    // The image's metadata cut short too: it is asked for again.
+    let meta = cut.with_file_name("image");
+    let whole = std::fs::read(&meta).unwrap();
+    std::fs::write(&meta, &whole[..whole.len() / 2]).unwrap();
 
     let fs = new_fs(&server.url, config(&dir));
     read_and_flush(&fs, &image).await;
+    assert_eq!(std::fs::read(&meta).unwrap(), whole, "metadata rewritten");
     for f in [cut, grown] {
         assert_eq!(
             std::fs::metadata(f).unwrap().len(),

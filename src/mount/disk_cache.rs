@@ -252,7 +252,7 @@ impl DiskCache {
         let raw = self.read(self.shared.image_key(id, "image"), None).await?;
         let info = parse_image(&raw);
         if info.is_none() {
-            self.forget(self.shared.image_key(id, "image"));
+            self.discard(self.shared.image_key(id, "image")).await;
         }
         info
     }
@@ -276,7 +276,7 @@ impl DiskCache {
         match ids {
             Some(ids) if ids.first() == Some(id) => Some(ids),
             _ => {
-                self.forget(self.shared.image_key(id, "ancestry"));
+                self.discard(self.shared.image_key(id, "ancestry")).await;
                 None
             }
         }
@@ -295,10 +295,10 @@ impl DiskCache {
         }
     }
 
-    /// Drops a file that turned out unreadable, off the runtime.
-    fn forget(&self, key: PathBuf) {
+    /// Deletes a file that turned out unreadable, before the caller fetches and stores it anew.
+    async fn discard(&self, key: PathBuf) {
         let shared = self.shared.clone();
-        drop(tokio::task::spawn_blocking(move || shared.discard(&key)));
+        let _ = tokio::task::spawn_blocking(move || shared.discard(&key)).await;
     }
 
     fn store(&self, key: PathBuf, data: Bytes) {
