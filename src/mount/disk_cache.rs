@@ -537,6 +537,46 @@ mod tests {
         assert!(parse_image(b"something else\n").is_none());
     }
 
+    fn id(c: char) -> ImageId {
+        c.to_string().repeat(64).parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_least_recently_used_go_first_also_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = |blocks: u64| DiskCache::open(tmp.path(), blocks * 100, "http://r", 100, 1000);
+        let cache = open(3).unwrap();
+        let block = |c: u8| Bytes::from(vec![c; 100]);
+        for c in [b'a', b'b', b'c'] {
+            cache.store_block(&id(c as char), 0, block(c));
+            cache.flush().await;
+        }
+        // A hit on a: b is now the least recently used.
+        assert_eq!(cache.block(&id('a'), 0, 100).await, Some(block(b'a')));
+        cache.store_block(&id('d'), 0, block(b'd'));
+        cache.flush().await;
+        assert!(!cache.has_block(&id('b'), 0));
+        for c in ['a', 'c', 'd'] {
+            assert!(cache.has_block(&id(c), 0), "{c}");
+        }
+        assert_eq!(cache.bytes(), 300);
+        assert!(
+            matches!(open(3), Err(DiskCacheError::Busy(_))),
+            "one owner at a time"
+        );
+        drop(cache);
+
+        // Reopened smaller, what goes is what was used longest ago (c), as file times say.
+        let cache = open(2).unwrap();
+        assert!(!cache.has_block(&id('c'), 0));
+        assert_eq!(cache.block(&id('a'), 0, 100).await, Some(block(b'a')));
+        assert_eq!(cache.block(&id('d'), 0, 100).await, Some(block(b'd')));
+        // A wrong expected length is a miss, and the file goes.
+        assert_eq!(cache.block(&id('d'), 0, 99).await, None);
+        assert!(!cache.has_block(&id('d'), 0));
+        assert_eq!(cache.bytes(), 100);
+    }
+
     #[test]
     fn registries_get_different_directories() {
         assert_ne!(registry_key("http://a:5000"), registry_key("http://b:5000"));
