@@ -10,8 +10,8 @@
 //! v1/<registry>/<image id>/block-<block size>-<index>    the block's bytes, nothing else
 //! ```
 //!
-//! `<registry>` is a hash of the registry URL: ids are chosen by whoever pushes, so one
-//! registry's bytes must never answer for another's. Only complete images reach this cache,
+//! `<registry>` is a hash of the registry URL (of the storage, for the embedded registry): ids
+//! are chosen by whoever pushes, so one registry's bytes must never answer for another's. Only complete images reach this cache,
 //! and their files never change, so an entry is valid forever; what can go wrong is a file cut
 //! short (a crash, a full disk, a hand edit), so every file is written to a temporary name,
 //! synced and renamed into place, and a block of the wrong length is deleted and refetched.
@@ -145,14 +145,14 @@ fn dir_builder() -> fs::DirBuilder {
 }
 
 impl DiskCache {
-    /// Opens (creating it 0700 if missing) the cache in `dir` for the registry at
-    /// `registry_url`, holding at most `limit` bytes, and takes its lock. Blocks waiting to be
+    /// Opens (creating it 0700 if missing) the cache in `dir` for the registry `scope` names
+    /// (its URL), holding at most `limit` bytes, and takes its lock. Blocks waiting to be
     /// written may hold up to `write_buffer` bytes (at least one block). Lists what is there
     /// already, so this does blocking I/O: call it at start-up, not on a request path.
     pub fn open(
         dir: &Path,
         limit: u64,
-        registry_url: &str,
+        scope: &str,
         block_size: u64,
         write_buffer: u64,
     ) -> Result<Self, DiskCacheError> {
@@ -200,7 +200,7 @@ impl DiskCache {
         Ok(DiskCache {
             shared: Arc::new(Shared {
                 base,
-                registry: registry_key(registry_url),
+                registry: registry_key(scope),
                 block_size,
                 limit,
                 index: Mutex::new(index),

@@ -43,6 +43,8 @@ pub struct FsConfig {
     pub cache_dir: Option<PathBuf>,
     /// Most bytes kept there (`--cache-dir-size`).
     pub cache_dir_size: u64,
+    /// Whose data the disk cache entries are: the registry URL when `None`.
+    pub cache_scope: Option<String>,
     /// Size of one ranged GET.
     pub block_size: u64,
     /// Ranged GETs in flight across the mount.
@@ -60,6 +62,7 @@ impl Default for FsConfig {
             cache_size: 256 * 1024 * 1024,
             cache_dir: None,
             cache_dir_size: 10 * 1024 * 1024 * 1024,
+            cache_scope: None,
             block_size: 4 * 1024 * 1024,
             max_fetches: 4,
             uid: 0,
@@ -193,7 +196,7 @@ impl RegistryFs {
             match DiskCache::open(
                 dir,
                 config.cache_dir_size,
-                client.base_url(),
+                config.cache_scope.as_deref().unwrap_or(client.base_url()),
                 config.block_size,
                 // Blocks on their way to disk are mostly still in memory too; a sixteenth of
                 // the budget bounds the rest.

@@ -227,8 +227,20 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
     if let Err(e) = client.ping().await {
         tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
     }
+    let mut fs_config = config.fs.clone();
+    if config.registry.is_none() && fs_config.cache_dir.is_some() {
+        // The embedded registry's URL changes with a taken port; its storage is what it is.
+        match embedded_scope(&config.serve.storage) {
+            Some(scope) => fs_config.cache_scope = Some(scope),
+            None => {
+                tracing::warn!(
+                    "--cache-dir is not used with --memory: no image outlives the mount"
+                );
+                fs_config.cache_dir = None;
+            }
+        }
+    }
     // Off the runtime: opening a disk cache lists what it holds.
-    let fs_config = config.fs.clone();
     let fs = tokio::task::spawn_blocking(move || Arc::new(RegistryFs::new(client, fs_config)))
         .await
         .map_err(|e| MountError::Mount {
@@ -284,6 +296,24 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             tracing::error!("{what}");
         }
         Err(MountError::Unfinished(unfinished))
+    }
+}
+
+/// What the embedded registry's disk cache entries belong to; `None` for memory storage.
+fn embedded_scope(storage: &crate::storage::StorageConfig) -> Option<String> {
+    use crate::storage::StorageConfig;
+    match storage {
+        StorageConfig::Local(dir) => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            Some(format!("embedded file://{}", dir.display()))
+        }
+        StorageConfig::S3(s3) => Some(format!(
+            "embedded s3://{}/{} at {}",
+            s3.bucket,
+            s3.prefix,
+            s3.endpoint.as_deref().unwrap_or("aws")
+        )),
+        StorageConfig::Memory => None,
     }
 }
 
