@@ -291,3 +291,71 @@ async fn a_remount_reads_the_layer_from_disk_with_the_server_gone() {
     .await
     .unwrap();
 }
+
+/// Runs `regfs mount --registry url --cache-dir cache`, reads `rel` through it, and ends it
+/// with SIGTERM.
+#[cfg(feature = "fuse-tests")]
+fn run_mount(url: &str, cache: &Path, home: &Path, rel: &str) -> std::io::Result<Vec<u8>> {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = std::fs::canonicalize(dir.path()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regfs"))
+        .arg("mount")
+        .arg(&mountpoint)
+        .args(["--registry", url, "--timeout", "2", "--cache-dir"])
+        .arg(cache)
+        .env("HOME", home)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = mountpoint.to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    {
+        assert!(std::time::Instant::now() < deadline, "not mounted in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let data = std::fs::read(mountpoint.join(rel));
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the mount ends cleanly: {status}");
+    data
+}
+
+/// `regfs mount --cache-dir` as a process: what one run read, the next reads with the registry
+/// gone.
+#[cfg(feature = "fuse-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mount_command_keeps_its_disk_cache_across_runs() {
+    let (server, image) = server_with("dc-process", 5 * 1024 * 1024 + 3).await;
+    let url = server.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let rel = format!("images/{}/layer", image.id);
+    let first = tokio::task::spawn_blocking({
+        let (url, cache, home, rel) = (url.clone(), cache.clone(), home.clone(), rel.clone());
+        move || run_mount(&url, &cache, &home, &rel)
+    })
+    .await
+    .unwrap();
+    assert!(first.unwrap() == image.layer, "first run reads the layer");
+    assert!(
+        !block_files(&cache).is_empty(),
+        "the first run filled the cache"
+    );
+    drop(server);
+    let second = tokio::task::spawn_blocking(move || run_mount(&url, &cache, &home, &rel))
+        .await
+        .unwrap()
+        .expect("the second run reads from disk");
+    assert!(second == image.layer);
+}
