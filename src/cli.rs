@@ -61,6 +61,13 @@ pub struct MountArgs {
     /// Memory for cached layer bytes and read-ahead, in bytes.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub cache_size: u64,
+    /// Also keep layer bytes and image metadata in this directory (created 0700), across
+    /// mounts; one mount uses it at a time.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes kept in --cache-dir; least recently used files go first.
+    #[arg(long, default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub cache_dir_size: u64,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -221,6 +228,14 @@ impl TryFrom<MountArgs> for MountConfig {
         if args.cache_size < 16 * 1024 * 1024 {
             bail!("--cache-size must be at least 16 MiB");
         }
+        if args.cache_dir_size < 64 * 1024 * 1024 {
+            bail!("--cache-dir-size must be at least 64 MiB");
+        }
+        if let Some(dir) = &args.cache_dir {
+            if dir.exists() && !dir.is_dir() {
+                bail!("--cache-dir {} is not a directory", dir.display());
+            }
+        }
         let ttl = seconds("ttl", args.ttl)?.max(Duration::from_millis(100));
         Ok(MountConfig {
             mountpoint: args.mountpoint,
@@ -230,6 +245,8 @@ impl TryFrom<MountArgs> for MountConfig {
             fs: FsConfig {
                 ttl,
                 cache_size: args.cache_size,
+                cache_dir: args.cache_dir,
+                cache_dir_size: args.cache_dir_size,
                 uid,
                 gid,
                 read_only: args.read_only,
@@ -355,6 +372,12 @@ mod tests {
         assert!(parse(&["regfs", "mount", "/mnt", "--registry", "r:5000"]).is_err());
         assert!(parse(&["regfs", "mount", "/mnt", "--ttl=-1"]).is_err());
         assert!(parse(&["regfs", "mount", "/mnt", "--cache-size", "1000"]).is_err());
+        let cached = parse(&["regfs", "mount", "/mnt", "--cache-dir", "/var/cache/regfs"]).unwrap();
+        assert_eq!(
+            cached.fs.cache_dir.as_deref(),
+            Some(std::path::Path::new("/var/cache/regfs"))
+        );
+        assert!(parse(&["regfs", "mount", "/mnt", "--cache-dir-size", "1000"]).is_err());
         let embedded = parse(&["regfs", "mount", "/mnt", "--memory"]).unwrap();
         assert!(
             embedded.serve.admin.is_some(),

@@ -100,6 +100,11 @@ impl RegistryClient {
         })
     }
 
+    /// The registry's URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let rb = self.http.request(method, format!("{}{}", self.base, path));
         match &self.credentials {

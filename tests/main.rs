@@ -28,6 +28,10 @@ mod fs;
 /// The server and the mount's logic over a store that fails, stalls and cuts reads on purpose.
 mod faults;
 
+/// The disk cache (`--cache-dir`): filled by reads, read back across filesystems, bounded, one
+/// owner per directory; with `fuse-tests`, also through a real remount.
+mod disk_cache;
+
 /// Real FUSE mounts; needs /dev/fuse and fusermount3 (`--features fuse-tests`).
 #[cfg(feature = "fuse-tests")]
 mod mount;

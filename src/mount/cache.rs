@@ -5,6 +5,8 @@
 //! - [`BlockCache`]: layer bytes in fixed blocks, LRU within the budget. Layers never change,
 //!   so a block is valid forever. Fetches are single-flight (readers of the same block share one
 //!   ranged GET) and bounded in number, and prefetched blocks count against the same budget.
+//!   With a disk cache, a block missing from memory is looked for there before any request,
+//!   and every block fetched is also handed to it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +21,7 @@ use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 use tokio::sync::Semaphore;
 
+use super::disk_cache::DiskCache;
 use crate::client::{ClientError, RegistryClient};
 use crate::names::ImageId;
 
@@ -88,6 +91,7 @@ pub struct BlockCache {
     budget: u64,
     inner: Mutex<Blocks>,
     fetches: Arc<Semaphore>,
+    disk: Option<Arc<DiskCache>>,
 }
 
 struct Blocks {
@@ -121,8 +125,14 @@ impl std::fmt::Debug for Blocks {
 }
 
 impl BlockCache {
-    /// `budget` bytes of blocks of `block_size`, with at most `max_fetches` ranged GETs at once.
-    pub fn new(block_size: u64, budget: u64, max_fetches: usize) -> Arc<Self> {
+    /// `budget` bytes of blocks of `block_size`, with at most `max_fetches` ranged GETs at once,
+    /// over `disk` if given.
+    pub fn new(
+        block_size: u64,
+        budget: u64,
+        max_fetches: usize,
+        disk: Option<Arc<DiskCache>>,
+    ) -> Arc<Self> {
         Arc::new(BlockCache {
             block_size,
             budget,
@@ -133,6 +143,7 @@ impl BlockCache {
                 inflight: HashMap::new(),
             }),
             fetches: Arc::new(Semaphore::new(max_fetches.max(1))),
+            disk,
         })
     }
 
@@ -158,8 +169,14 @@ impl BlockCache {
         inner.lru.contains(&key) || inner.inflight.contains_key(&key)
     }
 
+    /// Whether a block can be had without a new registry request: in memory, on its way, or on
+    /// disk.
+    pub fn is_local(&self, id: &ImageId, index: u64) -> bool {
+        self.is_present(id, index) || self.disk.as_ref().is_some_and(|d| d.has_block(id, index))
+    }
+
     /// Block `index` of a layer of `size` bytes: from the cache, from a fetch already under
-    /// way, or from a new ranged GET.
+    /// way, from the disk cache, or from a new ranged GET.
     pub fn block(
         self: &Arc<Self>,
         client: &RegistryClient,
@@ -185,9 +202,25 @@ impl BlockCache {
         let client = client.clone();
         let fetch_key = key.clone();
         let fut = async move {
-            let permit = this.fetches.clone().acquire_owned().await;
-            let result = client.layer_range(&fetch_key.0, start..end).await;
-            drop(permit);
+            let on_disk = match &this.disk {
+                Some(disk) => disk.block(&fetch_key.0, index, promised).await,
+                None => None,
+            };
+            let result = match on_disk {
+                Some(bytes) => Ok(bytes),
+                None => {
+                    let permit = this.fetches.clone().acquire_owned().await;
+                    let result = client.layer_range(&fetch_key.0, start..end).await;
+                    drop(permit);
+                    if let (Ok(bytes), Some(disk)) = (&result, &this.disk) {
+                        // A short answer is an error later on; it must never be kept.
+                        if bytes.len() as u64 == promised {
+                            disk.store_block(&fetch_key.0, index, bytes.clone());
+                        }
+                    }
+                    result
+                }
+            };
             let mut inner = lock(&this.inner);
             inner.inflight.remove(&fetch_key);
             inner.reserved -= promised;

@@ -3,6 +3,7 @@
 //! here is tested without a kernel mount.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::cache::{BlockCache, TtlMap};
+use super::disk_cache::{DiskCache, DiskCacheError};
 use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
 use super::tree::{ImageFile, Kind, Node};
@@ -37,6 +39,12 @@ pub struct FsConfig {
     pub ttl: Duration,
     /// Memory for layer blocks and prefetch (`--cache-size`).
     pub cache_size: u64,
+    /// Where layer blocks and image metadata are also kept (`--cache-dir`), if anywhere.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes kept there (`--cache-dir-size`).
+    pub cache_dir_size: u64,
+    /// Whose data the disk cache entries are: the registry URL when `None`.
+    pub cache_scope: Option<String>,
     /// Size of one ranged GET.
     pub block_size: u64,
     /// Ranged GETs in flight across the mount.
@@ -52,6 +60,9 @@ impl Default for FsConfig {
         FsConfig {
             ttl: Duration::from_secs(1),
             cache_size: 256 * 1024 * 1024,
+            cache_dir: None,
+            cache_dir_size: 10 * 1024 * 1024 * 1024,
+            cache_scope: None,
             block_size: 4 * 1024 * 1024,
             max_fetches: 4,
             uid: 0,
@@ -147,6 +158,7 @@ pub struct RegistryFs {
     /// Images being pushed through this mount.
     pending_images: Mutex<HashMap<ImageId, push::PendingImage>>,
     blocks: Arc<BlockCache>,
+    disk: Option<Arc<DiskCache>>,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Open directories: the listing taken at `opendir`, served page by page to `readdir`.
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
@@ -180,7 +192,34 @@ impl RegistryFs {
         // besides cached blocks (transfers, FUSE request buffers, copies for replies), which
         // measured 60-100 MiB under heavy reading.
         let block_budget = config.cache_size - config.cache_size / 4;
-        let blocks = BlockCache::new(config.block_size, block_budget, config.max_fetches);
+        let disk = config.cache_dir.as_deref().and_then(|dir| {
+            match DiskCache::open(
+                dir,
+                config.cache_dir_size,
+                config.cache_scope.as_deref().unwrap_or(client.base_url()),
+                config.block_size,
+                // Blocks on their way to disk are mostly still in memory too; a sixteenth of
+                // the budget bounds the rest.
+                config.cache_size / 16,
+            ) {
+                Ok(disk) => Some(Arc::new(disk)),
+                // A second mount over the same directory still works, only without it.
+                Err(e @ DiskCacheError::Busy(_)) => {
+                    tracing::warn!(error = %e, "running without the disk cache");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the disk cache; running without it");
+                    None
+                }
+            }
+        });
+        let blocks = BlockCache::new(
+            config.block_size,
+            block_budget,
+            config.max_fetches,
+            disk.clone(),
+        );
         RegistryFs {
             images: TtlMap::new(forever, 65_536),
             ancestry: TtlMap::new(forever, 65_536),
@@ -194,6 +233,7 @@ impl RegistryFs {
             started: SystemTime::now(),
             inodes: InodeTable::default(),
             blocks,
+            disk,
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -219,10 +259,22 @@ impl RegistryFs {
 
     // ----- registry facts, cached -----
 
+    // Both are facts of complete images, which never change: the disk cache keeps them, so a
+    // later mount can reach cached layers with the registry away.
+
     async fn image(&self, id: &ImageId) -> Result<Arc<ImageInfo>> {
         self.images
             .get_or_fetch(id, async {
-                self.client.image(id).await.map(Arc::new).map_err(absent)
+                if let Some(disk) = &self.disk {
+                    if let Some(info) = disk.image(id).await {
+                        return Ok(Arc::new(info));
+                    }
+                }
+                let info = self.client.image(id).await.map_err(absent)?;
+                if let Some(disk) = &self.disk {
+                    disk.store_image(id, &info);
+                }
+                Ok(Arc::new(info))
             })
             .await
     }
@@ -230,7 +282,16 @@ impl RegistryFs {
     async fn image_ancestry(&self, id: &ImageId) -> Result<Arc<Vec<ImageId>>> {
         self.ancestry
             .get_or_fetch(id, async {
-                self.client.ancestry(id).await.map(Arc::new).map_err(absent)
+                if let Some(disk) = &self.disk {
+                    if let Some(ids) = disk.ancestry(id).await {
+                        return Ok(Arc::new(ids));
+                    }
+                }
+                let ids = self.client.ancestry(id).await.map_err(absent)?;
+                if let Some(disk) = &self.disk {
+                    disk.store_ancestry(id, &ids);
+                }
+                Ok(Arc::new(ids))
             })
             .await
     }
@@ -707,7 +768,7 @@ impl RegistryFs {
         // A cold first read asks for exactly its bytes first, so the first byte is not held up
         // by whole blocks; its block and the window behind it follow in the background, so
         // these bytes end up cached too.
-        if first && !self.blocks.is_present(id, first_block) {
+        if first && !self.blocks.is_local(id, first_block) {
             let data = self.client.layer_range(id, range).await;
             self.prefetch(id, layer_size, first_block..=first_block);
             self.prefetch(id, layer_size, ahead);
@@ -773,6 +834,18 @@ impl RegistryFs {
     /// Bytes of layer data held in memory.
     pub fn cached_bytes(&self) -> u64 {
         self.blocks.bytes()
+    }
+
+    /// Bytes in the disk cache; `None` when this mount has none.
+    pub fn disk_cached_bytes(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.bytes())
+    }
+
+    /// Waits until every disk cache write under way has landed.
+    pub async fn flush_disk_cache(&self) {
+        if let Some(disk) = &self.disk {
+            disk.flush().await;
+        }
     }
 }
 

@@ -3,10 +3,11 @@
 //! The split is mountpoint-s3's: [`fs::RegistryFs`] holds the filesystem logic with plain types
 //! and is tested without a kernel; `fuse.rs` is a thin `fuser::Filesystem` adapter that hands
 //! each callback to the async runtime and replies exactly once. The tree's shape and name rules
-//! are in [`tree`], inode identity in [`inode`], caches (one memory budget) in [`cache`], and the
-//! one errno mapping in [`error`].
+//! are in [`tree`], inode identity in [`inode`], caches (one memory budget) in [`cache`], the
+//! optional disk cache in [`disk_cache`], and the one errno mapping in [`error`].
 
 pub mod cache;
+pub mod disk_cache;
 pub mod error;
 pub mod fs;
 pub mod fuse;

@@ -227,7 +227,26 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
     if let Err(e) = client.ping().await {
         tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
     }
-    let fs = Arc::new(RegistryFs::new(client, config.fs.clone()));
+    let mut fs_config = config.fs.clone();
+    if config.registry.is_none() && fs_config.cache_dir.is_some() {
+        // The embedded registry's URL changes with a taken port; its storage is what it is.
+        match embedded_scope(&config.serve.storage) {
+            Some(scope) => fs_config.cache_scope = Some(scope),
+            None => {
+                tracing::warn!(
+                    "--cache-dir is not used with --memory: no image outlives the mount"
+                );
+                fs_config.cache_dir = None;
+            }
+        }
+    }
+    // Off the runtime: opening a disk cache lists what it holds.
+    let fs = tokio::task::spawn_blocking(move || Arc::new(RegistryFs::new(client, fs_config)))
+        .await
+        .map_err(|e| MountError::Mount {
+            path: config.mountpoint.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     let mounted = {
         let fs = fs.clone();
         let path = config.mountpoint.clone();
@@ -265,6 +284,8 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
     if let Some(task) = server_task {
         let _ = task.await;
     }
+    // Blocks read last are still on their way to the disk cache.
+    fs.flush_disk_cache().await;
     result?;
     // Whatever was written but never committed is reported, and the exit code says so.
     let unfinished = fs.unfinished();
@@ -275,6 +296,24 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             tracing::error!("{what}");
         }
         Err(MountError::Unfinished(unfinished))
+    }
+}
+
+/// What the embedded registry's disk cache entries belong to; `None` for memory storage.
+fn embedded_scope(storage: &crate::storage::StorageConfig) -> Option<String> {
+    use crate::storage::StorageConfig;
+    match storage {
+        StorageConfig::Local(dir) => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            Some(format!("embedded file://{}", dir.display()))
+        }
+        StorageConfig::S3(s3) => Some(format!(
+            "embedded s3://{}/{} at {}",
+            s3.bucket,
+            s3.prefix,
+            s3.endpoint.as_deref().unwrap_or("aws")
+        )),
+        StorageConfig::Memory => None,
     }
 }
 
