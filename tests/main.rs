@@ -8,6 +8,9 @@ mod common;
 /// pull sequences, permissions and hostile input.
 mod api;
 
+/// Resource limits: upload cap, body and header timeouts, stalled clients, memory under load.
+mod limits;
+
 /// One conformance suite for every storage backend.
 mod storage;
 

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub max_layer_size: u64,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Header deadline and longest pause in a body (see [`listen::Timeouts`]).
+    pub timeouts: listen::Timeouts,
 }
 
 impl ServeConfig {
@@ -56,6 +58,7 @@ impl ServeConfig {
             signup: true,
             max_layer_size: RegistryConfig::default().max_layer_size,
             tls: None,
+            timeouts: listen::Timeouts::default(),
         }
     }
 }
@@ -101,7 +104,15 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        listen::serve(self.listener, self.tls, routes::api(self.state), shutdown).await;
+        let timeouts = self.state.timeouts;
+        listen::serve(
+            self.listener,
+            self.tls,
+            timeouts,
+            routes::api(self.state),
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -151,6 +162,7 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
         registry,
         signer: auth::TokenSigner::new(&secret, ttl),
         public_host: addr.to_string(),
+        timeouts: config.timeouts,
     };
     Ok(BoundServer {
         addr,

@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use super::auth::TokenSigner;
+use super::listen::Timeouts;
 use crate::registry::Registry;
 
 /// Shared state, cheap to clone into each request.
@@ -10,4 +11,5 @@ pub struct AppState {
     pub signer: TokenSigner,
     /// `host:port` to advertise in `X-Docker-Endpoints` when a request has no `Host` header.
     pub public_host: String,
+    pub timeouts: Timeouts,
 }
