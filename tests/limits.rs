@@ -1,10 +1,10 @@
 //! Resource limits of the server, through raw sockets where a well-behaved HTTP client cannot
-//! misbehave on purpose: body and header timeouts, idle keep-alive connections, stalled
-//! readers, and memory under many slow clients.
+//! misbehave on purpose: the upload cap, body and header timeouts, idle keep-alive connections,
+//! stalled readers, oversized bodies, and memory under many slow clients.
 //!
 //! Where a test must know the server is inside an upload, it sends `Expect: 100-continue`:
-//! the server answers `100 Continue` only once the handler reads the body, so no test waits on
-//! a guess.
+//! the server answers `100 Continue` only once the handler holds its upload slot and reads the
+//! body, so no test waits on a guess.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -157,6 +157,14 @@ impl Raw {
             Err((head, body))
         }
     }
+
+    /// Sends the rest of an upload and reads the final status.
+    async fn finish_upload(mut self, body: &[u8]) -> u16 {
+        self.send(body).await;
+        let head = self.head().await;
+        self.body(&head).await;
+        head.status
+    }
 }
 
 /// An image with a layer of `len` bytes (a multiple of 1 MiB), one MiB repeated: generating
@@ -176,6 +184,17 @@ async fn put_json(c: &Client, image: &Image) {
         )
         .await;
     assert_eq!(r.status, 200, "PUT json: {}", r.text());
+}
+
+async fn put_checksum(c: &Client, image: &Image) -> u16 {
+    let r = c
+        .send(
+            c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
+                .header("X-Docker-Checksum-Payload", image.checksum()),
+            &Auth::admin(),
+        )
+        .await;
+    r.status
 }
 
 /// The layer is served, byte for byte: the image is complete.
@@ -207,6 +226,81 @@ async fn assert_no_layer(c: &Client, image: &Image) {
         .get(&format!("/v1/images/{}/layer", image.id), &Auth::None)
         .await;
     assert_eq!(r.status, 400, "an unfinished image is not served");
+}
+
+#[tokio::test]
+async fn uploads_over_the_cap_get_503_at_once_and_leave_nothing() {
+    let mut cfg = TestServer::config();
+    cfg.max_uploads = 2;
+    let server = TestServer::with_config(cfg);
+    let c = server.client();
+    let images: Vec<Image> = (0..5)
+        .map(|i| Image::new(&format!("cap-{i}"), 1000))
+        .collect();
+    for image in &images {
+        put_json(&c, image).await;
+    }
+    let [a, b, refused, d, gone] = &images[..] else {
+        unreachable!()
+    };
+    let up_a = Raw::start_upload(server.addr, &a.id, a.layer.len())
+        .await
+        .unwrap();
+    let up_b = Raw::start_upload(server.addr, &b.id, b.layer.len())
+        .await
+        .unwrap();
+    // Answered before any body byte is sent: the client waits for 100 Continue that never comes.
+    let Err((head, body)) = Raw::start_upload(server.addr, &refused.id, 1000).await else {
+        panic!("a third upload was let in over a cap of 2");
+    };
+    assert_eq!(head.status, 503);
+    assert!(head.header("retry-after").is_some(), "{head:?}");
+    assert_eq!(head.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    assert_no_layer(&c, refused).await;
+
+    // A finished upload gives its slot back.
+    assert_eq!(up_a.finish_upload(&a.layer).await, 200);
+    let up_d = Raw::start_upload(server.addr, &d.id, d.layer.len())
+        .await
+        .expect("a slot is free again once an upload finished");
+    // So does an upload whose client goes away mid-body.
+    let Err((head, _)) = Raw::start_upload(server.addr, &gone.id, 1000).await else {
+        panic!("over the cap");
+    };
+    assert_eq!(head.status, 503);
+    assert_eq!(up_d.finish_upload(&d.layer).await, 200);
+    let mut up_gone = Raw::start_upload(server.addr, &gone.id, gone.layer.len())
+        .await
+        .unwrap();
+    up_gone.send(&gone.layer[..100]).await;
+    drop(up_gone);
+    // The server sees the close on its own schedule; poll until the slot is back.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let up_gone = loop {
+        match Raw::start_upload(server.addr, &gone.id, gone.layer.len()).await {
+            Ok(up) => break up,
+            Err((head, _)) => {
+                assert_eq!(head.status, 503);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "slot of a vanished client never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(up_gone.finish_upload(&gone.layer).await, 200);
+    assert_eq!(up_b.finish_upload(&b.layer).await, 200);
+
+    // Everything accepted completes; the refused image can be pushed now.
+    for image in [a, b, d, gone] {
+        assert_eq!(put_checksum(&c, image).await, 200);
+        assert_served(&c, image).await;
+    }
+    c.push_image(refused, &Auth::admin()).await;
+    assert_served(&c, refused).await;
 }
 
 #[tokio::test]
@@ -325,6 +419,68 @@ async fn a_client_that_stops_reading_a_layer_is_disconnected() {
     );
     let r = c.get("/_ping", &Auth::None).await;
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_json_and_store_nothing() {
+    // tests/api.rs covers bodies with a Content-Length, read until over the limit; these are
+    // the chunked ones, and a declared length refused before any body byte.
+    let mut cfg = TestServer::config();
+    cfg.max_layer_size = 1000;
+    let server = TestServer::with_config(cfg);
+    let c = server.client();
+    let chunked = |bytes: Vec<u8>| {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            bytes.chunks(300).map(|c| Ok(c.to_vec())).collect();
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+    };
+
+    let image = Image::new("chunked-too-big", 1001);
+    put_json(&c, &image).await;
+    let r = c
+        .put(
+            &format!("/v1/images/{}/layer", image.id),
+            chunked(image.layer.clone()),
+            &Auth::admin(),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.error().contains("1000"), "{}", r.text());
+    assert_no_layer(&c, &image).await;
+
+    // A declared size over the limit: refused on the headers alone.
+    let mut raw = Raw::connect(server.addr).await;
+    let extra = format!("Authorization: {ADMIN_BASIC}\r\nContent-Length: 1000000000000\r\n");
+    raw.send_head("PUT", &format!("/v1/images/{}/layer", image.id), &extra)
+        .await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 413, "{head:?}");
+    let body = raw.body(&head).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    assert_no_layer(&c, &image).await;
+
+    // JSON over 1 MiB without a Content-Length.
+    let other = Image::new("chunked-json", 10);
+    let mut huge = other.json.clone();
+    huge.resize(regfs::server::JSON_LIMIT as usize + 1, b' ');
+    let r = c
+        .put(
+            &format!("/v1/images/{}/json", other.id),
+            chunked(huge),
+            &Auth::admin(),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["error"].is_string());
+    let r = c
+        .get(&format!("/v1/images/{}/json", other.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 404, "an oversized json was stored");
+
+    // Under the limits, both still go through.
+    c.push_image(&Image::new("fits", 1000), &Auth::admin())
+        .await;
 }
 
 /// Resident memory of this process, from /proc/self/status.

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub max_layer_size: u64,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Layer uploads in progress at once; more are refused with 503 before their body is read.
+    pub max_uploads: usize,
     /// Header deadline and longest pause in a body (see [`listen::Timeouts`]).
     pub timeouts: listen::Timeouts,
 }
@@ -58,6 +60,7 @@ impl ServeConfig {
             signup: true,
             max_layer_size: RegistryConfig::default().max_layer_size,
             tls: None,
+            max_uploads: 64,
             timeouts: listen::Timeouts::default(),
         }
     }
@@ -162,6 +165,7 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
         registry,
         signer: auth::TokenSigner::new(&secret, ttl),
         public_host: addr.to_string(),
+        uploads: state::UploadSlots::new(config.max_uploads),
         timeouts: config.timeouts,
     };
     Ok(BoundServer {

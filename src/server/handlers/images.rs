@@ -115,9 +115,32 @@ pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
             ));
         }
     }
+    // A declared size over the limit is refused before a byte is read, rather than after
+    // reading up to the limit.
+    let limit = state.registry.config().max_layer_size;
+    let declared = req
+        .header(header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(RegistryError::LayerTooLarge { limit }.into());
+    }
+    // Held until this function returns or is dropped, whichever way the upload ends.
+    let Some(_slot) = state.uploads.try_take() else {
+        tracing::warn!(image = %id, "upload refused: too many in progress");
+        return Ok(busy());
+    };
     let size = state.registry.put_image_layer(&id, req.body).await?;
     tracing::debug!(image = %id, size, "layer stored");
     Ok(reply::ok_true())
+}
+
+/// 503 for an upload over the cap, before its body is read: the client retries later, and a
+/// flood of uploads cannot exhaust the store's connections or the server's memory.
+fn busy() -> Response {
+    let body = serde_json::json!({"error": "Too many uploads in progress, retry later"});
+    let mut res = reply::json(StatusCode::SERVICE_UNAVAILABLE, &body);
+    reply::set(res.headers_mut(), header::RETRY_AFTER.as_str(), "5");
+    res
 }
 
 /// Docker clients before 0.10 relied on server-side tarsum, which is gone.
