@@ -10,7 +10,12 @@
 //! legitimate: a request body that delivers nothing for [`Timeouts::body`] ends in an error
 //! ([`IdleBody`]), and a response that the client stops reading for as long fails its socket
 //! ([`StallGuard`]). hyper's header timeout also runs while a keep-alive connection waits for
-//! its next request, so idle connections close after [`Timeouts::header`].
+//! its next request, so idle connections close after [`Timeouts::header`]; it starts only once
+//! the auto builder has read a first byte to pick the HTTP version, so [`StallGuard`] gives that
+//! byte the same deadline.
+//!
+//! Not bounded here: hyper has no header or idle timeout for HTTP/2, so an HTTP/2 connection
+//! past its preface can stay open while idle; it still counts against the connection cap.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -43,8 +48,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a connection may make no progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Time a client has to send a request's headers, and an idle keep-alive connection to
-    /// start its next request.
+    /// Time a client has to send a request's headers, a new connection its first byte, and an
+    /// idle keep-alive connection to start its next request.
     pub header: Duration,
     /// Longest pause in a body: no request bytes arriving, or no response bytes taken by a
     /// client that has stopped reading.
