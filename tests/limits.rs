@@ -259,6 +259,19 @@ async fn uploads_over_the_cap_get_503_at_once_and_leave_nothing() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(v["error"].is_string(), "{v}");
     assert_no_layer(&c, refused).await;
+    // A client that sends its body at once, without waiting for 100 Continue, reads the same
+    // answer rather than a reset connection.
+    let r = c
+        .put(
+            &format!("/v1/images/{}/layer", refused.id),
+            vec![0u8; 1024 * 1024],
+            &Auth::admin(),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(r.json()["error"].is_string());
+    assert_no_layer(&c, refused).await;
 
     // A finished upload gives its slot back.
     assert_eq!(up_a.finish_upload(&a.layer).await, 200);
@@ -458,6 +471,16 @@ async fn oversized_bodies_get_413_json_and_store_nothing() {
     let body = raw.body(&head).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(v["error"].is_string(), "{v}");
+    assert_no_layer(&c, &image).await;
+    // The same with the body already on its way: the client reads the 413, not a reset.
+    let r = c
+        .put(
+            &format!("/v1/images/{}/layer", image.id),
+            vec![0u8; 4 * 1024 * 1024],
+            &Auth::admin(),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
     assert_no_layer(&c, &image).await;
 
     // JSON over 1 MiB without a Content-Length.
