@@ -460,6 +460,16 @@ async fn oversized_bodies_get_413_json_and_store_nothing() {
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.error().contains("1000"), "{}", r.text());
     assert_no_layer(&c, &image).await;
+    // Far over the limit, still arriving when the server refuses it.
+    let r = c
+        .put(
+            &format!("/v1/images/{}/layer", image.id),
+            chunked(vec![0u8; 4 * 1024 * 1024]),
+            &Auth::admin(),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_no_layer(&c, &image).await;
 
     // A declared size over the limit: refused on the headers alone.
     let mut raw = Raw::connect(server.addr).await;

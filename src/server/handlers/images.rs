@@ -131,7 +131,15 @@ pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
         drain_in_background(req.body);
         return Ok(busy());
     };
-    let size = state.registry.put_image_layer(&id, req.body).await?;
+    let mut body = req.body;
+    let size = match state.registry.put_image_layer(&id, &mut body).await {
+        Ok(size) => size,
+        Err(e @ RegistryError::LayerTooLarge { .. }) => {
+            drain_in_background(body);
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::debug!(image = %id, size, "layer stored");
     Ok(reply::ok_true())
 }
