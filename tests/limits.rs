@@ -411,6 +411,19 @@ async fn idle_keep_alive_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_silent_http2_connection_is_closed() {
+    let server = TestServer::with_config(quick_timeouts(TestServer::config()));
+    let mut raw = Raw::connect(server.addr).await;
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing, not even ping answers.
+    raw.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await;
+    assert!(
+        raw.closed().await.is_some(),
+        "a silent HTTP/2 connection stayed open"
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_a_layer_is_disconnected() {
     let server = TestServer::with_config(quick_timeouts(TestServer::config()));
     let c = server.client();

@@ -14,8 +14,10 @@
 //! the auto builder has read a first byte to pick the HTTP version, so [`StallGuard`] gives that
 //! byte the same deadline.
 //!
-//! Not bounded here: hyper has no header or idle timeout for HTTP/2, so an HTTP/2 connection
-//! past its preface can stay open while idle; it still counts against the connection cap.
+//! HTTP/2 has neither in hyper: an idle HTTP/2 connection is pinged every [`Timeouts::header`]
+//! and closed when a ping goes unanswered for as long, which ends connections whose client is
+//! gone or silent, but one whose client answers pings may stay open while idle (it still
+//! counts against the connection cap).
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -151,6 +153,12 @@ pub async fn serve<F>(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeouts.header);
+            // HTTP/2 has no header timeout in hyper; pings at least find clients that are gone.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(timeouts.header)
+                .keep_alive_timeout(timeouts.header);
             let result = match tls {
                 None => {
                     let stream = StallGuard::new(stream, timeouts.header, timeouts.body);
