@@ -130,6 +130,13 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "REGFS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Layer uploads in progress at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub max_uploads: usize,
+    /// Seconds a request body may send nothing (or a client take no response bytes) before
+    /// the request is cut off; an upload cut off is never published.
+    #[arg(long, default_value_t = 60)]
+    pub body_timeout: u64,
 }
 
 /// The default storage directory: `$XDG_DATA_HOME/regfs` or `~/.local/share/regfs`.
@@ -181,6 +188,12 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if matches!(&args.token_secret, Some(s) if s.len() < 16) {
             bail!("--token-secret must be at least 16 characters");
         }
+        if args.max_uploads == 0 {
+            bail!("--max-uploads must be at least 1");
+        }
+        if !(1..=86_400).contains(&args.body_timeout) {
+            bail!("--body-timeout must be between 1 and 86400 seconds");
+        }
         Ok(ServeConfig {
             listen: args.listen,
             storage,
@@ -190,6 +203,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
             signup: !args.no_signup,
             max_layer_size: args.max_layer_size,
             tls: args.tls_cert.zip(args.tls_key),
+            max_uploads: args.max_uploads,
+            timeouts: crate::server::listen::Timeouts {
+                body: Duration::from_secs(args.body_timeout),
+                ..Default::default()
+            },
         })
     }
 }
@@ -408,5 +426,16 @@ mod tests {
             panic!("parsed as serve");
         };
         assert!(ServeConfig::try_from(args).is_err());
+        for bad in [
+            ["--max-uploads", "0"],
+            ["--body-timeout", "0"],
+            ["--body-timeout", "100000"],
+        ] {
+            let cli = Cli::try_parse_from(["regfs", "serve", "--memory", bad[0], bad[1]]).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("parsed as serve");
+            };
+            assert!(ServeConfig::try_from(args).is_err(), "{bad:?}");
+        }
     }
 }

@@ -73,6 +73,8 @@ impl Fixture {
                 registry,
                 signer: TokenSigner::new(SECRET, 3600),
                 public_host: "registry.test".into(),
+                uploads: regfs::server::state::UploadSlots::new(64),
+                timeouts: regfs::server::listen::Timeouts::default(),
             },
         };
         for (user, password) in [(USER, USER_PASSWORD), (KEEPER, KEEPER_PASSWORD)] {

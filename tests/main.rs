@@ -16,6 +16,9 @@ mod hostile;
 /// credentials in the real binary's trace logs.
 mod access;
 
+/// Resource limits: upload cap, body and header timeouts, stalled clients, memory under load.
+mod limits;
+
 /// One conformance suite for every storage backend.
 mod storage;
 

@@ -43,6 +43,10 @@ pub struct ServeConfig {
     pub max_layer_size: u64,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Layer uploads in progress at once; more are refused with 503 before their body is read.
+    pub max_uploads: usize,
+    /// Header deadline and longest pause in a body (see [`listen::Timeouts`]).
+    pub timeouts: listen::Timeouts,
 }
 
 impl ServeConfig {
@@ -57,6 +61,8 @@ impl ServeConfig {
             signup: true,
             max_layer_size: RegistryConfig::default().max_layer_size,
             tls: None,
+            max_uploads: 64,
+            timeouts: listen::Timeouts::default(),
         }
     }
 }
@@ -102,7 +108,15 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        listen::serve(self.listener, self.tls, routes::api(self.state), shutdown).await;
+        let timeouts = self.state.timeouts;
+        listen::serve(
+            self.listener,
+            self.tls,
+            timeouts,
+            routes::api(self.state),
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -161,6 +175,8 @@ pub async fn bind_with_store(
         registry,
         signer: auth::TokenSigner::new(&secret, ttl),
         public_host: addr.to_string(),
+        uploads: state::UploadSlots::new(config.max_uploads),
+        timeouts: config.timeouts,
     };
     Ok(BoundServer {
         addr,

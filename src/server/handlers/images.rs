@@ -115,9 +115,62 @@ pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
             ));
         }
     }
-    let size = state.registry.put_image_layer(&id, req.body).await?;
+    // A declared size over the limit is refused before a byte is read, rather than after
+    // reading up to the limit.
+    let limit = state.registry.config().max_layer_size;
+    let declared = req
+        .header(header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        drain_in_background(req.body);
+        return Err(RegistryError::LayerTooLarge { limit }.into());
+    }
+    // Held until this function returns or is dropped, whichever way the upload ends.
+    let Some(_slot) = state.uploads.try_take() else {
+        tracing::warn!(image = %id, "upload refused: too many in progress");
+        drain_in_background(req.body);
+        return Ok(busy());
+    };
+    let mut body = req.body;
+    let size = match state.registry.put_image_layer(&id, &mut body).await {
+        Ok(size) => size,
+        Err(e @ RegistryError::LayerTooLarge { .. }) => {
+            drain_in_background(body);
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::debug!(image = %id, size, "layer stored");
     Ok(reply::ok_true())
+}
+
+/// 503 for an upload over the cap, before its body is read: the client retries later, and a
+/// flood of uploads cannot exhaust the store's connections or the server's memory.
+fn busy() -> Response {
+    let body = serde_json::json!({"error": "Too many uploads in progress, retry later"});
+    let mut res = reply::json(StatusCode::SERVICE_UNAVAILABLE, &body);
+    reply::set(res.headers_mut(), header::RETRY_AFTER.as_str(), "5");
+    res
+}
+
+/// Reads and drops the body of a refused upload, up to a bound, while the answer goes out: a
+/// client that sends its body without waiting for `100 Continue` (most do) would otherwise
+/// see its connection reset, as the kernel does to a socket closed with unread bytes, instead of
+/// reading the answer. Past the bound, or after a pause of the body timeout, the connection is
+/// dropped. One task per refused request at most, so the connection cap bounds them.
+fn drain_in_background(
+    mut body: futures::stream::BoxStream<'static, Result<bytes::Bytes, warp::Error>>,
+) {
+    const MAX_DRAIN: usize = 16 * 1024 * 1024;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > MAX_DRAIN {
+                break;
+            }
+        }
+    });
 }
 
 /// Docker clients before 0.10 relied on server-side tarsum, which is gone.
