@@ -14,6 +14,9 @@ mod storage;
 /// The built binary: arguments, start-up, the URL on stdout.
 mod cli;
 
+/// `kill -9` of the server binary during concurrent pushes: nothing acknowledged is lost.
+mod crash;
+
 /// The mount's filesystem logic driven directly, without a kernel mount.
 mod fs;
 
