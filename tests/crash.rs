@@ -301,7 +301,7 @@ async fn served(http: &reqwest::Client, url: &str, image: &Image) -> Served {
 
 /// `len` pseudo-random bytes (splitmix64): cheap enough in a debug build for tens of MiB per
 /// cycle, which `common::layer_bytes` (a SHA-256 chain) is not.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {

@@ -32,6 +32,10 @@ mod mount_process;
 #[cfg(feature = "fuse-tests")]
 mod mount_write;
 
+/// `kill -9` of the server under a live `regfs mount` daemon: reads, pushes, a clean stop.
+#[cfg(feature = "fuse-tests")]
+mod mount_faults;
+
 /// Several server instances on one real S3 bucket (`--features s3-tests`, see
 /// scripts/s3-local.sh).
 #[cfg(feature = "s3-tests")]
