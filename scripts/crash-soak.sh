@@ -39,6 +39,7 @@ printf '%-28s %s\n' \
     "cycles survived" "$(field cycles)/$cycles" \
     "images checked" "$(field images)" \
     "acknowledged complete" "$(field acked)" \
+    "complete, answer lost" "$(field complete_unacked)" \
     "left in progress by a kill" "$(field in_progress)" \
     "staged files left by kills" "$(field staged_left_by_kill)" \
     "retried after restart" "$(field retried)" \
