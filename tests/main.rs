@@ -25,6 +25,9 @@ mod storage;
 /// The built binary: arguments, start-up, the URL on stdout.
 mod cli;
 
+/// `kill -9` of the server binary during concurrent pushes: nothing acknowledged is lost.
+mod crash;
+
 /// The mount's filesystem logic driven directly, without a kernel mount.
 mod fs;
 
@@ -46,6 +49,10 @@ mod mount_process;
 /// Writes through real mounts: tags, repositories, errors where programs see them.
 #[cfg(feature = "fuse-tests")]
 mod mount_write;
+
+/// `kill -9` of the server under a live `regfs mount` daemon: reads, pushes, a clean stop.
+#[cfg(feature = "fuse-tests")]
+mod mount_faults;
 
 /// Several server instances on one real S3 bucket (`--features s3-tests`, see
 /// scripts/s3-local.sh).
