@@ -134,11 +134,12 @@ pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
     let mut body = req.body;
     let size = match state.registry.put_image_layer(&id, &mut body).await {
         Ok(size) => size,
-        Err(e @ RegistryError::LayerTooLarge { .. }) => {
+        // Refused before or while reading the body (no json yet, too large, already
+        // complete): whatever is left of it is drained so the client reads the answer.
+        Err(e) => {
             drain_in_background(body);
             return Err(e.into());
         }
-        Err(e) => return Err(e.into()),
     };
     tracing::debug!(image = %id, size, "layer stored");
     Ok(reply::ok_true())
