@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub max_layer_size: u64,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Answer layer GETs with a redirect to a presigned URL of the store (S3 only), so the
+    /// bytes go from the store to the client without passing through the server.
+    pub redirect_layers: bool,
 }
 
 impl ServeConfig {
@@ -56,6 +59,7 @@ impl ServeConfig {
             signup: true,
             max_layer_size: RegistryConfig::default().max_layer_size,
             tls: None,
+            redirect_layers: false,
         }
     }
 }
@@ -67,6 +71,11 @@ pub enum ServeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] listen::TlsError),
+    #[error(
+        "--redirect-layers needs S3 storage (--storage s3://bucket/prefix): only an S3 store \
+         can sign the URLs clients are sent to"
+    )]
+    RedirectNeedsS3,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -107,6 +116,9 @@ impl BoundServer {
 
 /// Opens storage and binds the listening socket.
 pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
+    if config.redirect_layers && !matches!(config.storage, StorageConfig::S3(_)) {
+        return Err(ServeError::RedirectNeedsS3);
+    }
     let tls = match &config.tls {
         Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
         None => None,
@@ -151,6 +163,7 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
         registry,
         signer: auth::TokenSigner::new(&secret, ttl),
         public_host: addr.to_string(),
+        redirect_layers: config.redirect_layers,
     };
     Ok(BoundServer {
         addr,

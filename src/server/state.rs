@@ -10,4 +10,6 @@ pub struct AppState {
     pub signer: TokenSigner,
     /// `host:port` to advertise in `X-Docker-Endpoints` when a request has no `Host` header.
     pub public_host: String,
+    /// Layer GETs answer with a redirect to the store where it can sign one.
+    pub redirect_layers: bool,
 }
