@@ -1350,6 +1350,8 @@ main() {
     case $1 in
       -h | --help) sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
       --list) printf '%s\n' "${ALL_SECTIONS[@]}"; exit 0 ;;
+      # S3 storage against direct transfers: its own script and store (see its header)
+      s3) exec "$ROOT/scripts/bench-s3.sh" ;;
     esac
     sections=("$@")
   elif [[ -n ${BENCH_SECTIONS:-} ]]; then

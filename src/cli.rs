@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// Parts of one upload sent to S3 at once.
     #[arg(long, default_value_t = 4)]
     pub s3_part_concurrency: usize,
+    /// Answer layer GETs with a redirect to a short-lived presigned URL of the S3 store, so
+    /// clients download from it directly (needs s3:// storage reachable by the clients).
+    #[arg(long)]
+    pub redirect_layers: bool,
     /// Keep everything in memory: fast, gone when the server stops. For tests and CI.
     #[arg(long)]
     pub memory: bool,
@@ -208,6 +212,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 body: Duration::from_secs(args.body_timeout),
                 ..Default::default()
             },
+            redirect_layers: args.redirect_layers,
         })
     }
 }

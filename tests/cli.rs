@@ -39,6 +39,24 @@ fn bad_arguments_exit_non_zero_with_a_message() {
 }
 
 #[test]
+fn redirect_layers_without_s3_storage_refuses_to_start() {
+    let out = regfs()
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--redirect-layers",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no URL announced");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--redirect-layers needs S3 storage"), "{err}");
+}
+
+#[test]
 fn serve_prints_its_url_first_and_stops_on_sigterm() {
     let mut child = regfs()
         .args(["serve", "--memory", "--listen", "127.0.0.1:0"])

@@ -75,6 +75,7 @@ impl Fixture {
                 public_host: "registry.test".into(),
                 uploads: regfs::server::state::UploadSlots::new(64),
                 timeouts: regfs::server::listen::Timeouts::default(),
+                redirect_layers: false,
             },
         };
         for (user, password) in [(USER, USER_PASSWORD), (KEEPER, KEEPER_PASSWORD)] {

@@ -1,17 +1,41 @@
-//! Several `regfs serve` instances on one S3 bucket (a real store: `scripts/s3-local.sh`).
+//! Several `regfs serve` instances on one S3 bucket, and layer GETs redirected to the store
+//! (a real store: `scripts/s3-local.sh`).
 
 use std::time::{Duration, Instant};
 
+use regfs::server::ServeConfig;
 use regfs::storage::{S3Config, StorageConfig};
 
-use crate::common::{Auth, Image, TestServer};
+use crate::common::{Auth, Client, Image, TestServer};
 
 /// A server on `prefix` of the test bucket, with the shared token secret of `TestServer`.
 fn instance(prefix: &str) -> TestServer {
+    TestServer::with_config(config(prefix))
+}
+
+fn config(prefix: &str) -> ServeConfig {
     let bucket = std::env::var("S3_BUCKET").expect("S3_BUCKET (see scripts/s3-local.sh)");
     let mut cfg = TestServer::config();
     cfg.storage = StorageConfig::S3(S3Config::parse(&format!("s3://{bucket}/{prefix}")).unwrap());
+    cfg
+}
+
+/// A server with `--redirect-layers` on a fresh prefix.
+fn redirecting() -> TestServer {
+    let mut cfg = config(&format!("redirect-{}", uuid::Uuid::new_v4()));
+    cfg.redirect_layers = true;
     TestServer::with_config(cfg)
+}
+
+/// A client of `server` that shows redirects instead of following them.
+fn no_follow(server: &TestServer) -> Client {
+    Client {
+        base: server.url.clone(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,4 +187,104 @@ async fn concurrent_pushes_of_one_image_through_two_instances_end_complete() {
             Some(image.checksum())
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirected_layer_gets_lead_to_the_exact_bytes_in_the_store() {
+    let server = redirecting();
+    let follow = server.client();
+    let image = Image::new(
+        &format!("redirect-{}", uuid::Uuid::new_v4()),
+        6 * 1024 * 1024 + 5,
+    );
+    follow.push_image(&image, &Auth::admin()).await;
+    let path = format!("/v1/images/{}/layer", image.id);
+
+    // Anonymous: layers stay public, and the answer is a redirect with the usual headers.
+    let r = no_follow(&server).get(&path, &Auth::None).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let location = r.header("location").unwrap();
+    let endpoint = std::env::var("S3_ENDPOINT").expect("S3_ENDPOINT");
+    assert!(location.starts_with(&endpoint), "{location}");
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert_eq!(
+        r.header("x-docker-size"),
+        Some(image.layer.len().to_string())
+    );
+    assert_eq!(
+        r.header("x-docker-checksum-payload"),
+        Some(image.checksum())
+    );
+    assert!(r.header("cache-control").unwrap().contains("no-cache"));
+
+    // Following it gives the layer byte for byte, anonymous or with credentials (a client
+    // drops them on the way to another origin, as Docker's does).
+    for auth in [Auth::None, Auth::admin()] {
+        let r = follow.get(&path, &auth).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == image.layer, "redirected GET returns the layer");
+    }
+    // Ranges are re-sent to the store, which answers them.
+    let r = follow
+        .send(
+            follow
+                .request("GET", &path)
+                .header("Range", "bytes=5242870-5242900"),
+            &Auth::None,
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, image.layer[5_242_870..=5_242_900]);
+    let r = follow
+        .send(
+            follow.request("GET", &path).header("Range", "bytes=-10"),
+            &Auth::None,
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, image.layer[image.layer.len() - 10..]);
+
+    // An unsatisfiable range is answered here, as without redirects.
+    let nf = no_follow(&server);
+    let r = nf
+        .send(
+            nf.request("GET", &path).header("Range", "bytes=99999999-"),
+            &Auth::None,
+        )
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("location"), None);
+
+    // HEAD is answered by the server itself: sizes without a trip to the store.
+    let r = nf.send(nf.request("HEAD", &path), &Auth::None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("location"), None);
+    assert_eq!(
+        r.header("x-docker-size"),
+        Some(image.layer.len().to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_complete_images_and_valid_callers_are_redirected() {
+    let server = redirecting();
+    let c = no_follow(&server);
+    let image = Image::new(&format!("pending-{}", uuid::Uuid::new_v4()), 1000);
+    let admin = Auth::admin();
+    let path = format!("/v1/images/{}/layer", image.id);
+    // Unknown image: 404.
+    assert_eq!(c.get(&path, &Auth::None).await.status, 404);
+    // json and layer stored, checksum not yet: in progress, 400 as without redirects.
+    let json = format!("/v1/images/{}/json", image.id);
+    assert_eq!(c.put(&json, image.json.clone(), &admin).await.status, 200);
+    assert_eq!(c.put(&path, image.layer.clone(), &admin).await.status, 200);
+    let r = c.get(&path, &Auth::None).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("location"), None);
+    // Credentials are checked before any redirect: a wrong password is 401.
+    let r = c
+        .get(&path, &Auth::basic(crate::common::ADMIN, "wrong"))
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("location"), None);
 }

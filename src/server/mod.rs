@@ -47,6 +47,9 @@ pub struct ServeConfig {
     pub max_uploads: usize,
     /// Header deadline and longest pause in a body (see [`listen::Timeouts`]).
     pub timeouts: listen::Timeouts,
+    /// Answer layer GETs with a redirect to a presigned URL of the store (S3 only), so the
+    /// bytes go from the store to the client without passing through the server.
+    pub redirect_layers: bool,
 }
 
 impl ServeConfig {
@@ -63,6 +66,7 @@ impl ServeConfig {
             tls: None,
             max_uploads: 64,
             timeouts: listen::Timeouts::default(),
+            redirect_layers: false,
         }
     }
 }
@@ -74,6 +78,11 @@ pub enum ServeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] listen::TlsError),
+    #[error(
+        "--redirect-layers needs S3 storage (--storage s3://bucket/prefix): only an S3 store \
+         can sign the URLs clients are sent to"
+    )]
+    RedirectNeedsS3,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -122,6 +131,9 @@ impl BoundServer {
 
 /// Opens storage and binds the listening socket.
 pub async fn bind(config: &ServeConfig) -> Result<BoundServer, ServeError> {
+    if config.redirect_layers && !matches!(config.storage, StorageConfig::S3(_)) {
+        return Err(ServeError::RedirectNeedsS3);
+    }
     // Opening a local store walks it once (leftover uploads), so keep that off the runtime.
     let storage_config = config.storage.clone();
     let store = tokio::task::spawn_blocking(move || storage::open(&storage_config))
@@ -177,6 +189,7 @@ pub async fn bind_with_store(
         public_host: addr.to_string(),
         uploads: state::UploadSlots::new(config.max_uploads),
         timeouts: config.timeouts,
+        redirect_layers: config.redirect_layers,
     };
     Ok(BoundServer {
         addr,

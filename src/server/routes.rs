@@ -168,6 +168,8 @@ pub struct Request {
     pub headers: HeaderMap,
     pub query: String,
     pub body: futures::stream::BoxStream<'static, Result<Bytes, warp::Error>>,
+    /// A HEAD, which handlers see as a GET (its body is dropped on the way out).
+    pub head: bool,
 }
 
 impl Request {
@@ -237,6 +239,7 @@ pub fn api(
                     headers,
                     query,
                     body,
+                    head: false,
                 };
                 dispatch(state, path.as_str(), req).await
             },
@@ -264,6 +267,7 @@ async fn dispatch(state: AppState, path: &str, mut req: Request) -> Response {
     let head = method == Method::HEAD;
     if head {
         req.method = Method::GET;
+        req.head = true;
     }
     let route = Route::parse(path);
     let sends_body = has_body(&req.headers);

@@ -17,6 +17,8 @@ pub struct AppState {
     pub public_host: String,
     pub uploads: UploadSlots,
     pub timeouts: Timeouts,
+    /// Layer GETs answer with a redirect to the store where it can sign one.
+    pub redirect_layers: bool,
 }
 
 /// The cap on layer uploads in progress: each holds a slot for as long as its handler runs, so

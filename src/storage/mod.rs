@@ -4,7 +4,7 @@
 //! and publish it only when complete, read a whole object or a byte range as a stream, stat,
 //! delete, and list by prefix. [`BlobStore`] is exactly that. The backends are built on the
 //! `object_store` crate ([`object::ObjectBackend`]): a local directory (the default), memory
-//! (tests, CI, `--memory`), and S3-compatible stores later, so their atomicity guarantees are the
+//! (tests, CI, `--memory`), and S3-compatible stores, so their atomicity guarantees are the
 //! crate's: a put is all or nothing, a multipart upload becomes visible only when finished, and
 //! an unfinished one leaves nothing under its key. Nothing here relies on conditional writes,
 //! which some S3-compatible stores silently ignore.
@@ -18,7 +18,7 @@ pub mod object;
 
 use std::fmt;
 use std::ops::Range;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -118,6 +118,18 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Starts a streamed upload that becomes visible under `key` only when finished.
     async fn upload(&self, key: &Key) -> Result<Box<dyn Upload>, StorageError>;
+
+    /// A URL that lets whoever holds it GET the object straight from the store for
+    /// `expires_in`, where the store can sign one (S3). `None` where it cannot (memory, local
+    /// directory): callers then stream the object themselves. The object need not exist.
+    async fn presigned_get(
+        &self,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let _ = (key, expires_in);
+        Ok(None)
+    }
 
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &Key) -> Result<(), StorageError>;

@@ -1,5 +1,5 @@
-//! [`BlobStore`] over the `object_store` crate: the local-directory and memory backends (and the
-//! S3 one later) are the same code over a different `ObjectStore`.
+//! [`BlobStore`] over the `object_store` crate: the local-directory, memory and S3 backends are
+//! the same code over a different `ObjectStore`.
 //!
 //! Local reads bypass `object_store`'s 8 KiB read loop: the crate hands back the open file, and
 //! [`super::local_read`] streams it in large chunks, mostly without leaving the runtime.
@@ -7,10 +7,12 @@
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -33,6 +35,16 @@ pub struct ObjectBackend {
     /// The directory of a local store: listings read it directly, which is several times
     /// cheaper per call than the generic walk (tags are listed on every tags GET).
     local_root: Option<std::path::PathBuf>,
+    /// Signs direct-download URLs: only an S3 store has one.
+    signer: Option<UrlSigner>,
+}
+
+/// The S3 client under a [`PrefixStore`](object_store::prefix::PrefixStore), kept beside it
+/// because presigning needs the bucket-relative path, prefix included.
+#[derive(Debug, Clone)]
+struct UrlSigner {
+    s3: Arc<AmazonS3>,
+    prefix: Path,
 }
 
 impl ObjectBackend {
@@ -68,16 +80,19 @@ impl ObjectBackend {
         if let Some(region) = &config.region {
             builder = builder.with_region(region);
         }
-        let s3 = builder.build()?;
+        let s3 = Arc::new(builder.build()?);
+        let prefix = Path::from(config.prefix.as_str());
         let store: Arc<dyn ObjectStore> = if config.prefix.is_empty() {
-            Arc::new(s3)
+            s3.clone()
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(
-                s3,
-                config.prefix.as_str(),
+                s3.clone(),
+                prefix.clone(),
             ))
         };
-        Ok(Self::new(store, config.part_size, config.part_concurrency))
+        let mut backend = Self::new(store, config.part_size, config.part_concurrency);
+        backend.signer = Some(UrlSigner { s3, prefix });
+        Ok(backend)
     }
 
     /// Process memory.
@@ -93,6 +108,7 @@ impl ObjectBackend {
             part_concurrency: part_concurrency.max(1),
             prune_empty_dirs: false,
             local_root: None,
+            signer: None,
         }
     }
 
@@ -282,6 +298,24 @@ impl BlobStore for ObjectBackend {
         }
     }
 
+    async fn presigned_get(
+        &self,
+        key: &Key,
+        expires_in: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        use object_store::signer::{Method, Signer};
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let path: Path = signer
+            .prefix
+            .parts()
+            .chain(Self::path(key).parts())
+            .collect();
+        let url = signer.s3.signed_url(Method::GET, &path, expires_in).await?;
+        Ok(Some(url.into()))
+    }
+
     async fn list_with_info(&self, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>, StorageError> {
         if let Some(root) = &self.local_root {
             let root = root.clone();
@@ -381,6 +415,19 @@ impl Drop for ObjectUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stores_that_cannot_sign_urls_say_so() {
+        let key = Key::from_listing("images/abc/layer".to_string());
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        for store in [
+            ObjectBackend::memory(),
+            ObjectBackend::local(dir.path()).unwrap(),
+        ] {
+            assert_eq!(store.presigned_get(&key, ttl).await.unwrap(), None);
+        }
+    }
 
     #[test]
     fn staged_uploads_are_recognised_and_removed_at_open() {

@@ -1,5 +1,7 @@
 //! Images: json, layer, ancestry and checksum.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -12,7 +14,13 @@ use crate::server::range::{self, RangeRequest};
 use crate::server::routes::Request;
 use crate::server::state::AppState;
 use crate::server::{JSON_LIMIT, reply};
+use crate::storage::keys;
 use crate::v1;
+
+/// How long a presigned layer URL stays valid. The store checks it when the request starts, not
+/// while the bytes flow, so this only has to cover the client following the redirect; a resumed
+/// pull asks the registry again and gets a fresh URL.
+const REDIRECT_TTL: Duration = Duration::from_secs(300);
 
 async fn writer(state: &AppState, headers: &warp::http::HeaderMap) -> Result<Caller, ApiError> {
     let caller = auth::authenticate(&state.registry, &state.signer, headers, false).await?;
@@ -55,7 +63,8 @@ pub async fn put_json(
     Ok(reply::ok_true())
 }
 
-/// GET /v1/images/<id>/layer (HEAD too; `Range` gives 206 or 416)
+/// GET /v1/images/<id>/layer (HEAD too; `Range` gives 206 or 416; with `--redirect-layers` a
+/// GET is a 302 to the store)
 pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
     reader(state, &req.headers).await?;
     let meta = state.registry.image(&id).await?;
@@ -66,6 +75,13 @@ pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
         RangeRequest::Partial(r) => Some(r),
         RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
     };
+    // A HEAD is answered here: sizes come without a round trip to the store, and a URL signed
+    // for GET would refuse a HEAD anyway.
+    if state.redirect_layers && !req.head {
+        if let Some(res) = redirect_to_store(state, &id, &meta).await {
+            return Ok(res);
+        }
+    }
     let layer = state.registry.image_layer(&id, range.clone()).await?;
     let served = layer.download.range.clone();
     let stream = sync_wrapper::SyncStream::new(
@@ -103,6 +119,39 @@ pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
         *res.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     Ok(res)
+}
+
+/// A 302 to a presigned URL of the layer, with the size and checksum headers a direct answer
+/// has. The reference registry redirected to its storage with 302 too; Docker's Go client
+/// follows it and re-sends `Range` (but not `Authorization`) to the new location. `None` when
+/// the store cannot sign: the caller streams the layer instead.
+async fn redirect_to_store(
+    state: &AppState,
+    id: &ImageId,
+    meta: &crate::registry::ImageMeta,
+) -> Option<Response> {
+    let url = match state
+        .registry
+        .store()
+        .presigned_get(&keys::image_layer(id), REDIRECT_TTL)
+        .await
+    {
+        Ok(url) => url?,
+        Err(e) => {
+            tracing::warn!(error = %e, image = %id, "cannot presign a layer URL; streaming it");
+            return None;
+        }
+    };
+    let location = header::HeaderValue::from_str(&url).ok()?;
+    let mut res = Response::new(bytes::Bytes::new().into());
+    *res.status_mut() = StatusCode::FOUND;
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    // The URL expires: the redirect must not outlive it in a cache.
+    reply::no_cache(h);
+    reply::set(h, v1::HEADER_SIZE, &meta.size.to_string());
+    reply::set(h, v1::HEADER_CHECKSUM_PAYLOAD, &meta.checksum);
+    Some(res)
 }
 
 /// PUT /v1/images/<id>/layer : streamed; the payload checksum is computed on the way.
