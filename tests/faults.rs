@@ -46,16 +46,7 @@ fn faulty_server(store: &Arc<dyn BlobStore>, seed: u64) -> (TestServer, Faults) 
 
 /// alice/app: `base` <- `child`, `latest` -> child; alice's account.
 async fn push_fixture(c: &Client) -> (Image, Image) {
-    let base = Image::new("faults-base", 30_000);
-    let child = Image::child("faults-child", &base, 700_001);
-    c.push_as_new_user(
-        (ALICE, ALICE_PASSWORD),
-        "alice/app",
-        &[base.clone(), child.clone()],
-        "latest",
-    )
-    .await;
-    (base, child)
+    c.push_alice_app("faults", 30_000, 700_001).await
 }
 
 /// Every read endpoint, with the credentials it needs.

@@ -61,15 +61,7 @@ struct Fixture {
 
 async fn push_fixture(server: &TestServer) -> (Image, Image, Image) {
     let c = server.client();
-    let base = Image::new("fs-base", 20_000);
-    let child = Image::child("fs-child", &base, 300_001);
-    c.push_as_new_user(
-        (ALICE, ALICE_PASSWORD),
-        "alice/app",
-        &[base.clone(), child.clone()],
-        "latest",
-    )
-    .await;
+    let (base, child) = c.push_alice_app("fs", 20_000, 300_001).await;
     let r = c
         .put(
             "/v1/repositories/alice/app/tags/v1",

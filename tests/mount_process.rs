@@ -460,16 +460,8 @@ fn the_embedded_registry_takes_a_free_port_when_its_own_is_taken() {
 fn outage_fixture(rt: &tokio::runtime::Runtime, storage: &Path) -> (TestServer, Image, Image) {
     let server = TestServer::on_disk(storage);
     let c = server.client();
-    let base = Image::new("mp-outage-base", 300_000);
-    let child = Image::child("mp-outage-child", &base, 2_000_000);
-    rt.block_on(async {
-        c.push_as_new_user(
-            (ALICE, ALICE_PASSWORD),
-            "alice/app",
-            &[base.clone(), child.clone()],
-            "latest",
-        )
-        .await;
+    let (base, child) = rt.block_on(async {
+        let app = c.push_alice_app("mp-outage", 300_000, 2_000_000).await;
         let bb = Image::new("mp-outage-bb", 1000);
         c.push_repo(
             "library/busybox",
@@ -478,6 +470,7 @@ fn outage_fixture(rt: &tokio::runtime::Runtime, storage: &Path) -> (TestServer, 
             &Auth::admin(),
         )
         .await;
+        app
     });
     (server, base, child)
 }

@@ -327,6 +327,22 @@ impl Client {
         self.push_repo(repo, images, tag, &Auth::basic(user, password))
             .await;
     }
+
+    /// Registers alice and pushes alice/app as her: `<prefix>-base` <- `<prefix>-child`, with
+    /// layers of `base_len` and `child_len` bytes, `latest` -> the child. Returns both.
+    pub async fn push_alice_app(
+        &self,
+        prefix: &str,
+        base_len: usize,
+        child_len: usize,
+    ) -> (Image, Image) {
+        let base = Image::new(&format!("{prefix}-base"), base_len);
+        let child = Image::child(&format!("{prefix}-child"), &base, child_len);
+        let images = [base.clone(), child.clone()];
+        self.push_as_new_user((ALICE, ALICE_PASSWORD), "alice/app", &images, "latest")
+            .await;
+        (base, child)
+    }
 }
 
 /// A test image: id, json bytes exactly as pushed, and layer bytes.
