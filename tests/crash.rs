@@ -13,11 +13,9 @@
 //! `scripts/crash-soak.sh` runs many cycles and prints the summary line.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,7 +23,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::common::Image;
+use crate::common::process::ServeProcess;
+use crate::common::{Image, noise};
 
 const ADMIN: &str = "admin";
 const PASSWORD: &str = "crash-admin-pw";
@@ -35,80 +34,6 @@ const PUSHERS: usize = 6;
 /// Requests per image: json, layer, checksum, tag.
 const STEPS: usize = 4;
 const REPO: &str = "library/crash";
-/// Longest wait for the server to print its URL.
-const STARTUP: Duration = Duration::from_secs(20);
-
-/// A `regfs serve` process over `storage`, killed on drop if still running.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Server {
-    fn start(storage: &Path, log: PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_regfs"))
-            .arg("serve")
-            .arg("--storage")
-            .arg(storage)
-            .args(["--listen", "127.0.0.1:0", "--admin-user", ADMIN])
-            .args(["--admin-password", PASSWORD])
-            .args(["--token-secret", "crash-token-secret-crash-token-secret"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // The first line, with a deadline: a thread reads it and hands the reader back.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let r = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send((r, reader));
-        });
-        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-        match rx.recv_timeout(STARTUP) {
-            Ok((Ok(line), reader)) if line.starts_with("http://") => Server {
-                child,
-                url: line.trim().to_string(),
-                log,
-                _stdout: reader,
-            },
-            Ok((r, _)) => {
-                let _ = child.kill();
-                panic!("no URL on stdout ({r:?})\n{}", log_text());
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no line on stdout within {STARTUP:?}\n{}", log_text());
-            }
-        }
-    }
-
-    /// SIGKILL, and reap it.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(!status.success(), "killed, not exited: {status}");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// One image of the workload and what the server acknowledged of it.
 #[derive(Clone)]
@@ -299,22 +224,6 @@ async fn served(http: &reqwest::Client, url: &str, image: &Image) -> Served {
     Served::Exact
 }
 
-/// `len` pseudo-random bytes (splitmix64): cheap enough in a debug build for tens of MiB per
-/// cycle, which `common::layer_bytes` (a SHA-256 chain) is not.
-pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Staged uploads (`<name>#<digits>`) anywhere under `root`.
 fn staged_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -354,7 +263,12 @@ fn tags(
     })
 }
 
-fn running(server: &Option<Server>) -> &Server {
+/// `regfs serve` over `storage`, its stderr into `log`.
+fn serve(storage: &Path, log: PathBuf) -> ServeProcess {
+    ServeProcess::start(storage, "127.0.0.1:0", (ADMIN, PASSWORD), log)
+}
+
+fn running(server: &Option<ServeProcess>) -> &ServeProcess {
     server.as_ref().expect("a server is running")
 }
 
@@ -388,7 +302,7 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
     let mut all: Vec<Pushed> = Vec::new();
     let started = Instant::now();
 
-    let mut server = Some(Server::start(&storage, log(0)));
+    let mut server = Some(serve(&storage, log(0)));
     for cycle in 0..cycles {
         let ctx = format!("seed {seed:#x}, cycle {cycle}");
         // This cycle's images: fresh ids, layers of 1-3 MiB; half are children of an image
@@ -443,7 +357,7 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
             }
             tokio::time::sleep(extra).await;
             if let Some(s) = server.take() {
-                s.kill();
+                s.kill_9();
             }
             let mut errors = Vec::new();
             for t in tasks {
@@ -461,7 +375,7 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
         tally.staged_left_by_kill += staged_before;
 
         let log_path = log(cycle + 1);
-        let srv = server.insert(Server::start(&storage, log_path));
+        let srv = server.insert(serve(&storage, log_path));
         let url = srv.url.clone();
         let staged = staged_files(&storage);
         assert!(

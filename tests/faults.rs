@@ -13,14 +13,7 @@ use regfs::names::ImageId;
 use regfs::storage::faulty::{Fault, Faults, FaultyStore, Op};
 use regfs::storage::{BlobStore, ObjectBackend, StorageError, keys};
 
-use crate::common::{Auth, Client, Image, Resp, TestServer};
-
-const ALICE: &str = "alice";
-const ALICE_PASSWORD: &str = "alice-pass";
-
-fn alice() -> Auth {
-    Auth::basic(ALICE, ALICE_PASSWORD)
-}
+use crate::common::{ALICE, ALICE_PASSWORD, Auth, Client, Image, Resp, TestServer};
 
 /// A healthy store and a directory it may live in.
 struct Backing {
@@ -53,17 +46,7 @@ fn faulty_server(store: &Arc<dyn BlobStore>, seed: u64) -> (TestServer, Faults) 
 
 /// alice/app: `base` <- `child`, `latest` -> child; alice's account.
 async fn push_fixture(c: &Client) -> (Image, Image) {
-    assert_eq!(c.register(ALICE, ALICE_PASSWORD).await.status, 201);
-    let base = Image::new("faults-base", 30_000);
-    let child = Image::child("faults-child", &base, 700_001);
-    c.push_repo(
-        "alice/app",
-        &[base.clone(), child.clone()],
-        "latest",
-        &alice(),
-    )
-    .await;
-    (base, child)
+    c.push_alice_app("faults", 30_000, 700_001).await
 }
 
 /// Every read endpoint, with the credentials it needs.
@@ -82,7 +65,7 @@ fn read_endpoints(base: &Image, child: &Image) -> Vec<(String, Auth)> {
     .into_iter()
     .map(|p| (p, Auth::None))
     .collect();
-    v.push(("/v1/users/".to_string(), alice()));
+    v.push(("/v1/users/".to_string(), Auth::alice()));
     v
 }
 
@@ -240,7 +223,7 @@ async fn put_json(c: &Client, img: &Image) -> Resp {
     c.put(
         &format!("/v1/images/{}/json", img.id),
         img.json.clone(),
-        &alice(),
+        &Auth::alice(),
     )
     .await
 }
@@ -249,7 +232,7 @@ async fn put_layer(c: &Client, img: &Image) -> Resp {
     c.put(
         &format!("/v1/images/{}/layer", img.id),
         img.layer.clone(),
-        &alice(),
+        &Auth::alice(),
     )
     .await
 }
@@ -258,7 +241,7 @@ async fn put_checksum(c: &Client, img: &Image) -> Resp {
     c.send(
         c.request("PUT", &format!("/v1/images/{}/checksum", img.id))
             .header("X-Docker-Checksum-Payload", img.checksum()),
-        &alice(),
+        &Auth::alice(),
     )
     .await
 }
@@ -345,9 +328,9 @@ async fn failed_pushes_publish_nothing_and_retries_succeed(backing: Backing) {
     let store = backing.store.clone();
     let (server, faults) = faulty_server(&store, 0);
     let c = server.client();
-    assert_eq!(c.register(ALICE, ALICE_PASSWORD).await.status, 201);
     let base = Image::new("faults-push-base", 10_000);
-    c.push_repo("alice/app", std::slice::from_ref(&base), "latest", &alice())
+    let app = std::slice::from_ref(&base);
+    c.push_as_new_user((ALICE, ALICE_PASSWORD), "alice/app", app, "latest")
         .await;
 
     // (fault, the step that must fail: 0 json, 1 layer, 2 checksum, whether the layer may
@@ -400,14 +383,14 @@ async fn failed_pushes_publish_nothing_and_retries_succeed(backing: Backing) {
             .put(
                 "/v1/repositories/alice/app/tags/broken",
                 format!("\"{}\"", img.id),
-                &alice(),
+                &Auth::alice(),
             )
             .await;
         assert_ne!(tag.status, 200, "{fault:?}: an unfinished image was tagged");
 
         // The store recovers; the same push goes through and reads back exactly.
         faults.clear();
-        c.push_image(&img, &alice()).await;
+        c.push_image(&img, &Auth::alice()).await;
         assert!(served_exactly(&c, &img, &[&img, &base]).await, "{fault:?}");
     }
     if let Some(dir) = &backing.dir {
@@ -487,7 +470,7 @@ async fn a_slow_store_still_gives_exact_results() {
     }
     let img = Image::child("faults-slow", &child, 100_000);
     faults.arm(Fault::delay(Op::WRITES, Duration::from_millis(50)));
-    c.push_image(&img, &alice()).await;
+    c.push_image(&img, &Auth::alice()).await;
     assert!(served_exactly(&c, &img, &[&img, &child, &base]).await);
     assert!(faults.counts().delays > 10);
 }
@@ -498,9 +481,9 @@ async fn random_faults_lose_and_corrupt_nothing(backing: Backing, seed: u64) {
     let store = backing.store.clone();
     let (server, faults) = faulty_server(&store, seed);
     let c = server.client();
-    assert_eq!(c.register(ALICE, ALICE_PASSWORD).await.status, 201);
     let root = Image::new(&format!("faults-random-root-{seed}"), 5_000);
-    c.push_repo("alice/app", std::slice::from_ref(&root), "latest", &alice())
+    let app = std::slice::from_ref(&root);
+    c.push_as_new_user((ALICE, ALICE_PASSWORD), "alice/app", app, "latest")
         .await;
 
     // Chains of four, so parents fail and recover under their children too. Each image comes

@@ -16,18 +16,12 @@ use regfs::mount::{FsConfig, FsError, RegistryFs};
 use regfs::names::{ImageId, RepoRef};
 use regfs::storage::StorageConfig;
 
-use crate::common::{Auth, Image, TestServer};
+use crate::common::{ALICE, ALICE_PASSWORD, Auth, Image, TestServer};
 
-const ALICE: &str = "alice";
-const ALICE_PASSWORD: &str = "alice-pass";
 /// `created` of every fixture image: 2014-10-01T00:00:00Z.
 const CREATED_UNIX: u64 = 1_412_121_600;
 /// Longest a call that needs no network may take, with a loaded machine in mind.
 const LOCAL: Duration = Duration::from_millis(500);
-
-fn alice() -> Auth {
-    Auth::basic(ALICE, ALICE_PASSWORD)
-}
 
 /// A filesystem over `url`.
 fn new_fs(
@@ -67,21 +61,12 @@ struct Fixture {
 
 async fn push_fixture(server: &TestServer) -> (Image, Image, Image) {
     let c = server.client();
-    assert_eq!(c.register(ALICE, ALICE_PASSWORD).await.status, 201);
-    let base = Image::new("fs-base", 20_000);
-    let child = Image::child("fs-child", &base, 300_001);
-    c.push_repo(
-        "alice/app",
-        &[base.clone(), child.clone()],
-        "latest",
-        &alice(),
-    )
-    .await;
+    let (base, child) = c.push_alice_app("fs", 20_000, 300_001).await;
     let r = c
         .put(
             "/v1/repositories/alice/app/tags/v1",
             format!("\"{}\"", base.id),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -959,7 +944,7 @@ async fn an_image_still_being_pushed_is_not_visible() {
         .put(
             &format!("/v1/images/{}/json", half.id),
             half.json.clone(),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -967,7 +952,7 @@ async fn an_image_still_being_pushed_is_not_visible() {
         .put(
             &format!("/v1/images/{}/layer", half.id),
             half.layer.clone(),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -982,7 +967,7 @@ async fn an_image_still_being_pushed_is_not_visible() {
         .send(
             c.request("PUT", &format!("/v1/images/{}/checksum", half.id))
                 .header("X-Docker-Checksum-Payload", half.checksum()),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1020,7 +1005,7 @@ async fn tags_and_listings_change_after_the_ttl() {
         .put(
             "/v1/repositories/alice/app/tags/latest",
             format!("\"{}\"", f.base.id),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -1028,17 +1013,22 @@ async fn tags_and_listings_change_after_the_ttl() {
         .put(
             "/v1/repositories/alice/app/tags/v2",
             format!("\"{}\"", f.child.id),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200);
     let r = c
-        .delete("/v1/repositories/alice/app/tags/v1", &alice())
+        .delete("/v1/repositories/alice/app/tags/v1", &Auth::alice())
         .await;
     assert_eq!(r.status, 200);
     let other = Image::new("fs-other", 1000);
-    c.push_repo("alice/other", std::slice::from_ref(&other), "x", &alice())
-        .await;
+    c.push_repo(
+        "alice/other",
+        std::slice::from_ref(&other),
+        "x",
+        &Auth::alice(),
+    )
+    .await;
     let r = c
         .delete("/v1/repositories/library/busybox/", &Auth::admin())
         .await;
@@ -1201,10 +1191,15 @@ async fn empty_layers_empty_repositories_and_precise_created_times() {
         json: format!(r#"{{"id":"{id}","created":"2015-03-04T05:06:07.123456789Z"}}"#).into_bytes(),
         layer: Vec::new(),
     };
-    c.push_repo("alice/blank", std::slice::from_ref(&empty), "v0", &alice())
-        .await;
+    c.push_repo(
+        "alice/blank",
+        std::slice::from_ref(&empty),
+        "v0",
+        &Auth::alice(),
+    )
+    .await;
     let r = c
-        .put("/v1/repositories/alice/notags/", "[]", &alice())
+        .put("/v1/repositories/alice/notags/", "[]", &Auth::alice())
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 
@@ -1236,10 +1231,15 @@ async fn the_images_listing_includes_ancestors() {
     assert_eq!(c.register(ALICE, ALICE_PASSWORD).await.status, 201);
     let base = Image::new("fs-anc-base", 100);
     let top = Image::child("fs-anc-top", &base, 100);
-    c.push_image(&base, &alice()).await;
+    c.push_image(&base, &Auth::alice()).await;
     // The repository's image list names the top image only.
-    c.push_repo("alice/thin", std::slice::from_ref(&top), "latest", &alice())
-        .await;
+    c.push_repo(
+        "alice/thin",
+        std::slice::from_ref(&top),
+        "latest",
+        &Auth::alice(),
+    )
+    .await;
     let fs = default_fs(&server.url);
     let ancestry = ino(&fs, &format!("images/{}/ancestry", top.id)).await;
     assert_eq!(
@@ -1492,12 +1492,12 @@ async fn a_tag_mtime_is_its_last_update() {
         .put(
             "/v1/repositories/alice/app/tags/moved",
             format!("\"{}\"", f.base.id),
-            &alice(),
+            &Auth::alice(),
         )
         .await;
     assert_eq!(r.status, 200);
     let info = c
-        .get("/v1/repositories/alice/app/tags/moved/json", &alice())
+        .get("/v1/repositories/alice/app/tags/moved/json", &Auth::alice())
         .await
         .json();
     let last_update = info["last_update"].as_u64().expect("last_update");

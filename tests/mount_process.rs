@@ -6,51 +6,19 @@
 //! and lazily unmounts what is still mounted when it is dropped, so a failed test leaves
 //! nothing behind.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use regfs::storage::StorageConfig;
-
-use crate::common::{Auth, Client, Image, TestServer};
+use crate::common::process::{
+    MountProcess, STARTUP, alive, cmdline, is_mounted, wait_free, wait_until,
+};
+use crate::common::{ALICE, ALICE_PASSWORD, Auth, Client, Image, TestServer, runtime};
 
 /// Admin password given to embedded registries.
 const PW: &str = "mount-admin-pw";
-/// Longest wait for a process to start, mount, or end.
-const STARTUP: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn client(url: &str) -> Client {
-    Client {
-        base: url.to_string(),
-        http: reqwest::Client::new(),
-    }
-}
-
-/// Whether something is mounted at `path` (canonical), from /proc/self/mountinfo.
-fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = path.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(&*want))
-}
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Entry names of a directory, sorted; the first error of opening or reading it.
 fn ls(dir: &Path) -> std::io::Result<Vec<String>> {
@@ -81,37 +49,6 @@ fn answers(url: &str) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
 }
 
-/// `kill -<sig> <pid>` (the crate denies unsafe code, so no libc::kill).
-fn send_signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {pid}");
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ...": the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// The command line of `pid`, if it still exists.
-fn cmdline(pid: u32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        raw.split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect(),
-    )
-}
-
 /// Processes other than `except` whose command line names `mountpoint` (the daemon a
 /// `--daemon` run leaves behind).
 fn processes_for(mountpoint: &Path, except: u32) -> Vec<u32> {
@@ -135,219 +72,6 @@ fn processes_for(mountpoint: &Path, except: u32) -> Vec<u32> {
         }
     }
     found
-}
-
-/// Whether `pid` has a handler installed for signal `sig` (from /proc/<pid>/status).
-fn catches(pid: u32, sig: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
-}
-
-const SIGINT: u32 = 2;
-const SIGTERM: u32 = 15;
-
-/// A `regfs mount` process on its own temporary mountpoint, killed and unmounted on drop.
-struct MountProcess {
-    child: Option<Child>,
-    pid: u32,
-    /// The first line the process printed.
-    url: String,
-    /// Canonical path of the mountpoint.
-    mountpoint: PathBuf,
-    /// A `--daemon` run's detached process, once found.
-    daemon: Option<u32>,
-    log: PathBuf,
-    _stdout: Option<BufReader<ChildStdout>>,
-    /// HOME of the process and the log file; removed after the mountpoint is released.
-    _home: tempfile::TempDir,
-    /// Dropped last, once nothing is mounted on it.
-    _dir: tempfile::TempDir,
-}
-
-impl MountProcess {
-    /// Starts `regfs mount <new dir> <args>` with `envs`, and reads the URL line.
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mountpoint = std::fs::canonicalize(dir.path()).unwrap();
-        Self::start_at(dir, mountpoint, args, envs)
-    }
-
-    fn start_at(
-        dir: tempfile::TempDir,
-        mountpoint: PathBuf,
-        args: &[&str],
-        envs: &[(&str, &str)],
-    ) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let log = home.path().join("stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regfs"));
-        cmd.arg("mount")
-            .arg(&mountpoint)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .env("HOME", home.path())
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("DOCKER_CONFIG")
-            .env_remove("RUST_LOG");
-        for var in [
-            "REGFS_USER",
-            "REGFS_PASSWORD",
-            "REGFS_LISTEN",
-            "REGFS_STORAGE",
-            "REGFS_ADMIN_USER",
-            "REGFS_ADMIN_PASSWORD",
-            "REGFS_TOKEN_SECRET",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let pid = child.id();
-        let stdout = child.stdout.take().unwrap();
-        let mut this = MountProcess {
-            child: Some(child),
-            pid,
-            url: String::new(),
-            mountpoint,
-            daemon: None,
-            log,
-            _stdout: None,
-            _home: home,
-            _dir: dir,
-        };
-        // The first line, with a deadline: a thread reads it and hands the reader back.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let r = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send((r, reader));
-        });
-        match rx.recv_timeout(STARTUP) {
-            Ok((Ok(line), reader)) => {
-                this.url = line.trim().to_string();
-                this._stdout = Some(reader);
-            }
-            Ok((Err(e), _)) => panic!("reading stdout: {e}\n{}", this.log()),
-            Err(_) => panic!("no line on stdout\n{}", this.log()),
-        }
-        this
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mountpoint.join(rel)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().unwrap()
-    }
-
-    /// Waits until the mount is in place (and the process still runs).
-    fn wait_mounted(&mut self) {
-        let deadline = Instant::now() + STARTUP;
-        while !is_mounted(&self.mountpoint) {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                panic!("exited before mounting: {status}\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "not mounted\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until the process handles SIGTERM and SIGINT itself, so a signal is a request to
-    /// stop rather than a kill.
-    fn wait_signal_handlers(&self) {
-        wait_until("signal handlers", STARTUP, || {
-            catches(self.pid, SIGTERM) && catches(self.pid, SIGINT)
-        });
-    }
-
-    /// Mounted and ready to take a signal.
-    fn wait_ready(&mut self) {
-        self.wait_mounted();
-        self.wait_signal_handlers();
-    }
-
-    fn signal(&self, sig: &str) {
-        send_signal(self.pid, sig);
-    }
-
-    /// Waits for the process to exit, at most `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {timeout:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then a clean exit with the mountpoint released.
-    fn stop(&mut self) {
-        self.signal("TERM");
-        let status = self.wait_exit(Duration::from_secs(15));
-        assert_eq!(status.code(), Some(0), "{status}\n{}", self.log());
-        assert!(!is_mounted(&self.mountpoint), "still mounted after exit");
-    }
-}
-
-impl Drop for MountProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if let Some(pid) = self.daemon {
-            // Only the process we started: its command line still names our mountpoint.
-            let ours = cmdline(pid).is_some_and(|args| {
-                args.iter()
-                    .any(|a| *a == *self.mountpoint.to_string_lossy())
-            });
-            if ours && alive(pid) {
-                send_signal(pid, "KILL");
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.mountpoint)
-                .stderr(Stdio::null())
-                .status();
-        }
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// Arguments of an embedded mount on a free port with a known admin.
@@ -398,7 +122,7 @@ fn embedded_default_prints_its_url_and_mounts_what_is_pushed() {
 
     // Push through the printed URL, with the admin credentials.
     let rt = runtime();
-    let c = client(&m.url);
+    let c = Client::new(&m.url);
     let base = Image::new("mp-base", 100_000);
     let child = Image::child("mp-child", &base, 1_000_003);
     rt.block_on(async {
@@ -479,7 +203,7 @@ fn read_only_mounts_refuse_changes_with_erofs() {
     m.wait_ready();
     let img = Image::new("mp-ro", 1000);
     let rt = runtime();
-    rt.block_on(client(&m.url).push_repo(
+    rt.block_on(Client::new(&m.url).push_repo(
         "library/ro",
         std::slice::from_ref(&img),
         "latest",
@@ -523,7 +247,7 @@ fn sigterm_and_sigint_end_the_process_with_code_0_and_release_the_mountpoint() {
         m.wait_ready();
         if round == 0 {
             let rt = runtime();
-            let c = client(&m.url);
+            let c = Client::new(&m.url);
             rt.block_on(c.push_repo(
                 "library/kept",
                 std::slice::from_ref(&img),
@@ -558,7 +282,7 @@ fn sigterm_with_a_busy_mountpoint_still_releases_it() {
     m.wait_ready();
     let img = Image::new("mp-busy", 50_000);
     let rt = runtime();
-    rt.block_on(client(&m.url).push_repo(
+    rt.block_on(Client::new(&m.url).push_repo(
         "library/busy",
         std::slice::from_ref(&img),
         "latest",
@@ -622,7 +346,7 @@ fn daemon_returns_once_mounted_and_serves_until_unmounted() {
         is_mounted(&m.mountpoint),
         "mounted when the command returns"
     );
-    let daemons = processes_for(&m.mountpoint, m.pid);
+    let daemons = processes_for(&m.mountpoint, m.pid());
     assert_eq!(daemons.len(), 1, "one daemon: {daemons:?}");
     let daemon = daemons[0];
     m.daemon = Some(daemon);
@@ -643,7 +367,7 @@ fn daemon_returns_once_mounted_and_serves_until_unmounted() {
     assert!(answers(&m.url));
     let img = Image::new("mp-daemon", 70_000);
     let rt = runtime();
-    rt.block_on(client(&m.url).push_repo(
+    rt.block_on(Client::new(&m.url).push_repo(
         "library/daemon",
         std::slice::from_ref(&img),
         "latest",
@@ -725,7 +449,7 @@ fn the_embedded_registry_takes_a_free_port_when_its_own_is_taken() {
     assert_ne!(got, 0);
     m.wait_ready();
     let rt = runtime();
-    let r = rt.block_on(client(&m.url).get("/v1/_ping", &Auth::None));
+    let r = rt.block_on(Client::new(&m.url).get("/v1/_ping", &Auth::None));
     assert_eq!(r.status, 200);
     assert_eq!(ls(&m.mountpoint).unwrap().len(), 3);
     m.stop();
@@ -736,17 +460,8 @@ fn the_embedded_registry_takes_a_free_port_when_its_own_is_taken() {
 fn outage_fixture(rt: &tokio::runtime::Runtime, storage: &Path) -> (TestServer, Image, Image) {
     let server = TestServer::on_disk(storage);
     let c = server.client();
-    let base = Image::new("mp-outage-base", 300_000);
-    let child = Image::child("mp-outage-child", &base, 2_000_000);
-    rt.block_on(async {
-        assert_eq!(c.register("alice", "alice-pass").await.status, 201);
-        c.push_repo(
-            "alice/app",
-            &[base.clone(), child.clone()],
-            "latest",
-            &Auth::basic("alice", "alice-pass"),
-        )
-        .await;
+    let (base, child) = rt.block_on(async {
+        let app = c.push_alice_app("mp-outage", 300_000, 2_000_000).await;
         let bb = Image::new("mp-outage-bb", 1000);
         c.push_repo(
             "library/busybox",
@@ -755,21 +470,9 @@ fn outage_fixture(rt: &tokio::runtime::Runtime, storage: &Path) -> (TestServer, 
             &Auth::admin(),
         )
         .await;
+        app
     });
     (server, base, child)
-}
-
-/// Waits until `addr` can be bound again, then serves `storage` there.
-fn restart_on(addr: SocketAddr, storage: &Path) -> TestServer {
-    wait_until(
-        "the old address to be free",
-        Duration::from_secs(10),
-        || std::net::TcpListener::bind(addr).is_ok(),
-    );
-    let mut cfg = TestServer::config();
-    cfg.listen = addr;
-    cfg.storage = StorageConfig::Local(storage.to_path_buf());
-    TestServer::with_config(cfg)
 }
 
 /// Runs `op`, expecting EIO within `limit`.
@@ -839,10 +542,11 @@ fn a_registry_outage_fails_with_eio_within_the_timeout_and_the_mount_recovers() 
     assert_eq!(meta.len(), base.layer.len() as u64);
     // The mount stays up.
     assert!(is_mounted(&m.mountpoint));
-    assert!(m.child().try_wait().unwrap().is_none(), "still running");
+    assert!(m.try_wait().is_none(), "still running");
 
     // The registry comes back on the same address and storage: everything works again.
-    let server = restart_on(addr, storage.path());
+    wait_free(addr);
+    let server = TestServer::restart(addr, storage.path());
     let mut start = vec![0u8; 4096];
     open_child.read_exact(&mut start).unwrap();
     assert!(start[..] == child.layer[..4096]);
@@ -862,16 +566,12 @@ fn credentials_fixture(rt: &tokio::runtime::Runtime) -> (TestServer, Image) {
     let server = TestServer::start();
     let c = server.client();
     let img = Image::new("mp-creds", 1000);
-    rt.block_on(async {
-        assert_eq!(c.register("alice", "alice-pass").await.status, 201);
-        c.push_repo(
-            "alice/app",
-            std::slice::from_ref(&img),
-            "latest",
-            &Auth::basic("alice", "alice-pass"),
-        )
-        .await;
-    });
+    rt.block_on(c.push_as_new_user(
+        (ALICE, ALICE_PASSWORD),
+        "alice/app",
+        std::slice::from_ref(&img),
+        "latest",
+    ));
     (server, img)
 }
 

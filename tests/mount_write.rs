@@ -5,7 +5,9 @@ use std::time::Duration;
 use regfs::mount::FsConfig;
 
 use crate::common::mount::TestMount;
-use crate::common::{ADMIN, ADMIN_PASSWORD, Auth, Image, TestServer};
+use crate::common::{
+    ADMIN, ADMIN_PASSWORD, Auth, Image, TestServer, write_and_fsync, write_cut_short,
+};
 
 fn errno(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
@@ -224,14 +226,6 @@ async fn two_writers_racing_on_one_tag_leave_one_of_their_values() {
     tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
 }
 
-fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    // The result of the push: fsync reports it (std does not report errors from close).
-    f.sync_all()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn images_push_through_the_mount_in_either_order_and_pull_over_http() {
     let (server, _base, _child, m) = setup(Some((ADMIN, ADMIN_PASSWORD)), false).await;
@@ -242,15 +236,15 @@ async fn images_push_through_the_mount_in_either_order_and_pull_over_http() {
     let m = tokio::task::spawn_blocking(move || {
         let dir = m.join(&format!("images/{}", a.id));
         std::fs::create_dir(&dir).unwrap();
-        write_file(&dir.join("json"), &a.json).unwrap();
-        write_file(&dir.join("layer"), &a.layer).unwrap();
+        write_and_fsync(&dir.join("json"), &a.json).unwrap();
+        write_and_fsync(&dir.join("layer"), &a.layer).unwrap();
         let dir = m.join(&format!("images/{}", b.id));
         std::fs::create_dir(&dir).unwrap();
-        write_file(&dir.join("layer"), &b.layer).unwrap();
-        write_file(&dir.join("json"), &b.json).unwrap();
+        write_and_fsync(&dir.join("layer"), &b.layer).unwrap();
+        write_and_fsync(&dir.join("json"), &b.json).unwrap();
         // Tag it, as a user would, and the repository becomes pullable.
         std::fs::create_dir_all(m.join("repositories/library/pushed")).unwrap();
-        write_file(
+        write_and_fsync(
             &m.join("repositories/library/pushed/tags/latest"),
             format!("{}\n", b.id).as_bytes(),
         )
@@ -355,10 +349,10 @@ async fn bad_pushes_fail_and_leave_nothing_served() {
         let dir = m.join(&format!("images/{}", f.id));
         std::fs::create_dir(&dir).unwrap();
         // json naming another image: EINVAL, nothing sent.
-        let e = write_file(&dir.join("json"), &o.json).unwrap_err();
+        let e = write_and_fsync(&dir.join("json"), &o.json).unwrap_err();
         assert_eq!(errno(e), libc::EINVAL);
         // Non-sequential layer writes: EINVAL.
-        write_file(&dir.join("json"), &f.json).unwrap();
+        write_and_fsync(&dir.join("json"), &f.json).unwrap();
         {
             use std::os::unix::fs::FileExt;
             let file = std::fs::File::create(dir.join("layer")).unwrap();
@@ -369,7 +363,7 @@ async fn bad_pushes_fail_and_leave_nothing_served() {
         // A parent the registry does not have: refused at close of the json.
         let dir = m.join(&format!("images/{}", o.id));
         std::fs::create_dir(&dir).unwrap();
-        let e = write_file(&dir.join("json"), &o.json).unwrap_err();
+        let e = write_and_fsync(&dir.join("json"), &o.json).unwrap_err();
         assert_eq!(errno(e), libc::EINVAL);
         // A file that is not part of an image.
         let e = std::fs::write(dir.join("other"), "x").unwrap_err();
@@ -390,7 +384,7 @@ async fn bad_pushes_fail_and_leave_nothing_served() {
     let f = fresh.clone();
     let m = tokio::task::spawn_blocking(move || {
         let dir = m.join(&format!("images/{}", f.id));
-        write_file(&dir.join("layer"), &f.layer).unwrap();
+        write_and_fsync(&dir.join("layer"), &f.layer).unwrap();
         m
     })
     .await
@@ -414,7 +408,6 @@ async fn a_server_killed_mid_push_fails_the_push_and_a_retry_succeeds() {
     let image = Image::new("killed-mid-push", 24 * 1024 * 1024);
     let img = image.clone();
     let (m, server) = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
         let m = TestMount::with_config(
             &url,
             Some((ADMIN, ADMIN_PASSWORD)),
@@ -423,19 +416,8 @@ async fn a_server_killed_mid_push_fails_the_push_and_a_retry_succeeds() {
         );
         let dir = m.join(&format!("images/{}", img.id));
         std::fs::create_dir(&dir).unwrap();
-        write_file(&dir.join("json"), &img.json).unwrap();
-        let mut f = std::fs::File::create(dir.join("layer")).unwrap();
-        let half = img.layer.len() / 2;
-        f.write_all(&img.layer[..half]).unwrap();
-        server.kill();
-        // The rest goes nowhere: the failure shows at write or, at the latest, at fsync.
-        let rest = f.write_all(&img.layer[half..]);
-        let synced = f.sync_all();
-        assert!(
-            rest.is_err() || synced.is_err(),
-            "the failed push was reported"
-        );
-        drop(f);
+        write_and_fsync(&dir.join("json"), &img.json).unwrap();
+        write_cut_short(&dir.join("layer"), &img.layer, || server.kill());
         let server = TestServer::restart(addr, storage.path());
         (m, (server, storage))
     })
@@ -455,7 +437,7 @@ async fn a_server_killed_mid_push_fails_the_push_and_a_retry_succeeds() {
     let img = image.clone();
     let m = tokio::task::spawn_blocking(move || {
         let dir = m.join(&format!("images/{}", img.id));
-        write_file(&dir.join("layer"), &img.layer).unwrap();
+        write_and_fsync(&dir.join("layer"), &img.layer).unwrap();
         m
     })
     .await

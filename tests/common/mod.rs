@@ -4,6 +4,7 @@
 
 #[cfg(feature = "fuse-tests")]
 pub mod mount;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-secret";
+/// A user the suites register through the API.
+pub const ALICE: &str = "alice";
+pub const ALICE_PASSWORD: &str = "alice-pass";
 
 /// A running server. Stopped and joined on drop, so tests never leak one.
 pub struct TestServer {
@@ -120,10 +124,7 @@ impl TestServer {
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            base: self.url.clone(),
-            http: reqwest::Client::new(),
-        }
+        Client::new(&self.url)
     }
 }
 
@@ -152,6 +153,9 @@ pub enum Auth {
 impl Auth {
     pub fn admin() -> Self {
         Auth::Basic(ADMIN.into(), ADMIN_PASSWORD.into())
+    }
+    pub fn alice() -> Self {
+        Auth::Basic(ALICE.into(), ALICE_PASSWORD.into())
     }
     pub fn basic(user: &str, password: &str) -> Self {
         Auth::Basic(user.into(), password.into())
@@ -196,6 +200,14 @@ impl Resp {
 }
 
 impl Client {
+    /// A client of the registry at `url`.
+    pub fn new(url: &str) -> Self {
+        Client {
+            base: url.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         self.http.request(method, format!("{}{}", self.base, path))
@@ -302,6 +314,35 @@ impl Client {
             .await;
         assert_eq!(r.status, 204, "PUT images: {}", r.text());
     }
+
+    /// Registers `user` (a 201), then pushes `repo` as that user, as [`Client::push_repo`].
+    pub async fn push_as_new_user(
+        &self,
+        (user, password): (&str, &str),
+        repo: &str,
+        images: &[Image],
+        tag: &str,
+    ) {
+        assert_eq!(self.register(user, password).await.status, 201);
+        self.push_repo(repo, images, tag, &Auth::basic(user, password))
+            .await;
+    }
+
+    /// Registers alice and pushes alice/app as her: `<prefix>-base` <- `<prefix>-child`, with
+    /// layers of `base_len` and `child_len` bytes, `latest` -> the child. Returns both.
+    pub async fn push_alice_app(
+        &self,
+        prefix: &str,
+        base_len: usize,
+        child_len: usize,
+    ) -> (Image, Image) {
+        let base = Image::new(&format!("{prefix}-base"), base_len);
+        let child = Image::child(&format!("{prefix}-child"), &base, child_len);
+        let images = [base.clone(), child.clone()];
+        self.push_as_new_user((ALICE, ALICE_PASSWORD), "alice/app", &images, "latest")
+            .await;
+        (base, child)
+    }
 }
 
 /// A test image: id, json bytes exactly as pushed, and layer bytes.
@@ -358,6 +399,57 @@ pub fn layer_bytes(seed: &str, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// `len` pseudo-random bytes (splitmix64): cheap enough in a debug build for tens of MiB,
+/// which [`layer_bytes`] (a SHA-256 chain) is not.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A current-thread runtime, for a test that mostly makes blocking calls and sends a few
+/// requests in between.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes `data` to a new file at `path`, then fsyncs it: through a mount, fsync reports the
+/// result of the push (std does not report errors from close).
+pub fn write_and_fsync(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Writes `data` to a new file at `path` and calls `cut` (which stops the registry) halfway:
+/// the failure must show at a write or, at the latest, at fsync.
+pub fn write_cut_short(path: &Path, data: &[u8], cut: impl FnOnce()) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let half = data.len() / 2;
+    f.write_all(&data[..half]).unwrap();
+    cut();
+    // The rest goes nowhere.
+    let rest = f.write_all(&data[half..]);
+    let synced = f.sync_all();
+    assert!(
+        rest.is_err() || synced.is_err(),
+        "the failed push was reported"
+    );
 }
 
 /// Sends a request with its path exactly as given (HTTP clients normalise `..` away), and
