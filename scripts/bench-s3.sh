@@ -22,6 +22,8 @@
 #                     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)
 #   BENCH_LAYER_MIB   size of the layer in MiB                              (1024)
 #   BENCH_REPS        repetitions of each transfer (median)                 (5)
+#   BENCH_CEPH_CONF   with BENCH_S3=env on a Ceph RGW: its ceph.conf, so deleted layers are
+#                     reclaimed between runs (see reclaim below)
 #   BENCH_S3_ARGS     extra `regfs serve` arguments, e.g. "--s3-part-size 16777216"
 #   BENCH_TMPDIR      where the scratch dir goes (one layer file; the store's own data
 #                     goes in it too; default: target/bench-tmp under the repo root)
@@ -79,7 +81,7 @@ cleanup() {
   case $STORE in
     ceph) [[ -n $STORE_DIR ]] && "$ROOT/scripts/s3-local.sh" stop "$STORE_DIR" >/dev/null 2>&1 ;;
     garage) [[ -n $STORE_DIR ]] && "$ROOT/scripts/garage-local.sh" stop "$STORE_DIR" >/dev/null 2>&1 ;;
-    env) [[ -n ${S3_BUCKET:-} ]] && s3 rm --recursive --quiet "s3://$S3_BUCKET/$PREFIX/" >/dev/null 2>&1 ;;
+    env) [[ -n ${S3_BUCKET:-} ]] && s3 rm --recursive --quiet "s3://$S3_BUCKET/$PREFIX/" >/dev/null 2>&1 && reclaim ;;
   esac
   [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
   exit "$rc"
@@ -175,6 +177,16 @@ start_store() {
   printf '[default]\nregion = %s\ns3 =\n  signature_version = s3v4\n  addressing_style = path\n' \
     "${AWS_REGION:-us-east-1}" >"$AWS_CONFIG_FILE"
   log "store $STORE at $S3_ENDPOINT, bucket $S3_BUCKET, prefix $PREFIX"
+}
+
+# RGW frees a deleted object's data only in its garbage collection, hours later by default;
+# with the in-memory OSD the store fills up within a run unless it is collected now.
+reclaim() {
+  local conf=${BENCH_CEPH_CONF:-}
+  [[ $STORE == ceph ]] && conf="$STORE_DIR/ceph.conf"
+  [[ -n $conf ]] || return 0
+  timeout 120 radosgw-admin -c "$conf" gc process --include-all >/dev/null 2>&1 ||
+    log "WARNING: RGW garbage collection failed; the store may fill up"
 }
 
 s3() { aws --endpoint-url "$S3_ENDPOINT" --only-show-errors s3 "$@"; }
@@ -293,6 +305,7 @@ main() {
     s3 rm "s3://$S3_BUCKET/$key"
     # keep the first image for the GETs; drop the rest to bound the store's memory
     if [[ -z $keep ]]; then keep=$id; else s3 rm --recursive "s3://$S3_BUCKET/$PREFIX/images/$id/"; fi
+    reclaim
     log "  PUT $((i + 1)): regfs $(fmt_mibs "${put_regfs[i]}"), aws s3 cp $(fmt_mibs "${put_direct[i]}")"
   done
 

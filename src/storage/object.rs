@@ -283,6 +283,8 @@ impl BlobStore for ObjectBackend {
             writer: Some(WriteMultipart::new_with_chunk_size(upload, self.part_size)),
             concurrency: self.part_concurrency,
             written: 0,
+            store: self.inner.clone(),
+            path: Self::path(key),
         }))
     }
 
@@ -367,6 +369,9 @@ struct ObjectUpload {
     writer: Option<WriteMultipart>,
     concurrency: usize,
     written: u64,
+    /// Where an empty upload is written as a plain put instead.
+    store: Arc<dyn ObjectStore>,
+    path: Path,
 }
 
 #[async_trait]
@@ -381,6 +386,13 @@ impl Upload for ObjectUpload {
 
     async fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
         let writer = self.writer.take().ok_or_else(finished)?;
+        if self.written == 0 {
+            // A multipart upload of nothing sends one empty part, which Garage refuses
+            // ("Empty body"): publish the empty object with a plain put.
+            writer.abort().await?;
+            self.store.put(&self.path, Bytes::new().into()).await?;
+            return Ok(0);
+        }
         writer.finish().await?;
         Ok(self.written)
     }
