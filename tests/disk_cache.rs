@@ -435,6 +435,27 @@ async fn a_layer_read_whole_becomes_one_file_with_its_exact_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_layer_read_whole_is_completed_on_disk_when_writes_were_dropped() {
+    let (server, image) = server_with("dc-dropped", 2 * 1024 * 1024 + 1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    // One disk writer for 33 blocks read as fast as loopback goes: most writes are dropped.
+    let fs = passthrough_fs(
+        &server.url,
+        FsConfig {
+            cache_size: 16 * BLOCK,
+            ..config(&dir)
+        },
+    );
+    let data = read_layer(&fs, &image).await.unwrap();
+    assert!(data == image.layer);
+    fs.flush_disk_cache().await;
+    let whole = layer_file(&dir, &image).expect("completed and assembled after the read");
+    assert!(std::fs::read(whole).unwrap() == image.layer);
+    assert!(block_files(&dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn complete_blocks_found_at_open_are_assembled() {
     let (server, image) = server_with("dc-found", 200_000).await;
     let tmp = tempfile::tempdir().unwrap();

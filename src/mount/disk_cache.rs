@@ -334,6 +334,56 @@ impl DiskCache {
         self.store(key, data, Some((id.clone(), layer_size)));
     }
 
+    /// Blocks of layer `id` not on disk (none once it is one file); empty unless whole layers
+    /// are being assembled.
+    pub fn missing_blocks(&self, id: &ImageId, layer_size: u64) -> Vec<u64> {
+        let shared = &self.shared;
+        if !shared.whole_layers.load(Ordering::Relaxed) || layer_size > shared.limit {
+            return Vec::new();
+        }
+        let index = lock(&shared.index);
+        if index.files.contains(&shared.layer_key(id)) {
+            return Vec::new();
+        }
+        (0..layer_size.div_ceil(shared.block_size))
+            .filter(|&i| !index.files.contains(&shared.block_key(id, i)))
+            .collect()
+    }
+
+    /// Like [`DiskCache::store_block`], but waits for a free writer and for the write, instead
+    /// of dropping the block: for background work that completes a layer, never for a read.
+    pub async fn store_block_waiting(
+        &self,
+        id: &ImageId,
+        layer_size: u64,
+        index: u64,
+        data: Bytes,
+    ) {
+        let Ok(permit) = self.writes.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let assembly = self.assembly.clone();
+        let key = shared.block_key(id, index);
+        let id = id.clone();
+        let rt = tokio::runtime::Handle::current();
+        let _ = tokio::task::spawn_blocking(move || {
+            match shared.write(&key, &data) {
+                Err(e) => {
+                    tracing::warn!(file = %key.display(), error = %e, "disk cache write failed")
+                }
+                Ok(()) if shared.is_complete(&id, layer_size) => {
+                    start_assembly(&shared, &assembly, &rt, id, layer_size);
+                }
+                Ok(()) => {}
+            }
+            // The cache (and its lock) must be free once `flush` sees every permit back.
+            drop(shared);
+            drop(permit);
+        })
+        .await;
+    }
+
     /// The whole file of layer `id`, opened read-only, if it is on disk with `layer_size` bytes
     /// (one of another length is deleted). When it is not there but all its blocks are, starts
     /// assembling it, for a later open.
@@ -507,6 +557,18 @@ impl Shared {
         self.image_key(id, LAYER_FILE)
     }
 
+    /// Whether `key` is a block file whose layer is on disk as one file.
+    fn is_folded(&self, key: &Path, index: &Index) -> bool {
+        let is_block = key
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(BLOCK_PREFIX));
+        is_block
+            && key
+                .parent()
+                .is_some_and(|dir| index.files.contains(&dir.join(LAYER_FILE)))
+    }
+
     /// Bytes of block `index` of a layer of `layer_size` bytes.
     fn block_len(&self, layer_size: u64, index: u64) -> u64 {
         let start = index.saturating_mul(self.block_size);
@@ -619,20 +681,21 @@ impl Shared {
         // Synced before the rename, so a crash leaves no name or the whole file.
         tmp.as_file().sync_data()?;
         tmp.persist(&path).map_err(|e| e.error)?;
-        let (folded, evicted) = {
+        let evicted = {
             let mut index = lock(&self.index);
             index.insert(key, layer_size);
-            let mut folded = Vec::new();
+            // Deleted under the lock: a write of one of these blocks still under way then
+            // either lands before (and is deleted here) or sees the layer file (see `write`).
             for i in 0..blocks {
                 let block = self.block_key(id, i);
                 if index.files.contains(&block) {
                     index.remove(&block);
-                    folded.push(block);
+                    let _ = fs::remove_file(self.base.join(&block));
                 }
             }
-            (folded, index.evict_to(self.limit))
+            index.evict_to(self.limit)
         };
-        for key in folded.iter().chain(&evicted) {
+        for key in &evicted {
             remove_file(&self.base, key);
         }
         tracing::debug!(%id, layer_size, "layer assembled into one file");
@@ -692,6 +755,11 @@ impl Shared {
         tmp.persist(&path).map_err(|e| e.error)?;
         let evicted = {
             let mut index = lock(&self.index);
+            if self.is_folded(key, &index) {
+                // Its layer was assembled meanwhile: the block is stored there already.
+                let _ = fs::remove_file(&path);
+                return Ok(());
+            }
             index.insert(key.to_path_buf(), data.len() as u64);
             index.evict_to(self.limit)
         };

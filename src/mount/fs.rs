@@ -106,7 +106,8 @@ pub struct Opened {
     pub fh: u64,
     /// Keep the page cache across opens: the content never changes.
     pub keep_cache: bool,
-    /// Have the kernel read this handle from a file instead (a layer held whole on disk).
+    /// Have the kernel read this handle from a file instead (a layer held whole on disk);
+    /// `keep_cache` then only matters if the adapter cannot register the file.
     pub passthrough: Option<Passthrough>,
 }
 
@@ -120,6 +121,7 @@ impl Handle {
             last_end: 0,
             window: 0,
             reads: 0,
+            served: 0,
             layer: None,
         }
     }
@@ -143,6 +145,8 @@ struct Handle {
     last_end: u64,
     window: u64,
     reads: u64,
+    /// Bytes of layer returned to the kernel through this handle.
+    served: u64,
     /// Layers opened for reading: how the kernel reads them.
     layer: Option<passthrough::LayerOpen>,
 }
@@ -173,6 +177,8 @@ pub struct RegistryFs {
     layer_opens: Mutex<HashMap<u64, passthrough::InodeOpens>>,
     /// `read` requests answered.
     read_requests: AtomicU64,
+    /// One layer at a time is completed on disk after a whole read.
+    completing: Arc<tokio::sync::Semaphore>,
     /// Open directories: the listing taken at `opendir`, served page by page to `readdir`.
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
@@ -251,6 +257,7 @@ impl RegistryFs {
             passthrough: AtomicBool::new(false),
             layer_opens: Mutex::new(HashMap::new()),
             read_requests: AtomicU64::new(0),
+            completing: Arc::new(tokio::sync::Semaphore::new(1)),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             config,
@@ -769,6 +776,9 @@ impl RegistryFs {
             return Ok(Bytes::new());
         }
         let end = (offset + size as u64).min(layer_size);
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            h.served += end - offset;
+        }
         // The kernel reads a passthrough handle itself, but may still ask (it is allowed to).
         if let Some(file) = backing {
             if let Some(data) = passthrough::read_backing(file, offset, end - offset).await {
@@ -855,6 +865,13 @@ impl RegistryFs {
         let handle = lock(&self.handles).remove(&fh)?;
         if let Some(open) = &handle.layer {
             self.end_layer_open(open);
+            // Read whole (at least as many bytes as it has): worth keeping whole on disk.
+            if let Node::ImageFile(id, ImageFile::Layer) = &handle.node {
+                let size = self.images.get(id).map_or(0, |i| i.layer_size);
+                if size > 0 && handle.served >= size {
+                    self.complete_layer(id, size);
+                }
+            }
         }
         Some(handle)
     }
@@ -874,8 +891,10 @@ impl RegistryFs {
         self.disk.as_ref().map(|d| d.bytes())
     }
 
-    /// Waits until every disk cache write under way has landed.
+    /// Waits until every disk cache write under way has landed, and the layer assembly and
+    /// completion they started.
     pub async fn flush_disk_cache(&self) {
+        self.wait_completion().await;
         if let Some(disk) = &self.disk {
             disk.flush().await;
         }

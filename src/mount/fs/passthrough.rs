@@ -178,6 +178,52 @@ impl RegistryFs {
     }
 }
 
+impl RegistryFs {
+    /// After a handle read all of layer `id`: puts the blocks the disk cache lacks (writes it
+    /// dropped while the reader was faster than the disk) there, from memory or the registry,
+    /// so the layer becomes one file for the next open. In the background, one layer at a time,
+    /// one block at a time; skipped when another layer is being completed.
+    pub(super) fn complete_layer(&self, id: &ImageId, layer_size: u64) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        let missing = disk.missing_blocks(id, layer_size);
+        if missing.is_empty() {
+            disk.assemble_if_complete(id, layer_size);
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(permit) = self.completing.clone().try_acquire_owned() else {
+            return;
+        };
+        let (blocks, client, id) = (self.blocks.clone(), self.client.clone(), id.clone());
+        tracing::debug!(%id, missing = missing.len(), "completing the layer on disk");
+        rt.spawn(async move {
+            for index in missing {
+                match blocks.block(&client, &id, layer_size, index).await {
+                    Ok(data) => disk.store_block_waiting(&id, layer_size, index, data).await,
+                    Err(e) => {
+                        tracing::debug!(%id, error = %e, "layer left incomplete on disk");
+                        break;
+                    }
+                }
+            }
+            // Both hold the disk cache (and its lock), which must be free once the permit is.
+            drop((disk, blocks));
+            drop(permit);
+        });
+    }
+
+    /// Waits for the layer completion under way, if any.
+    pub(super) async fn wait_completion(&self) {
+        if let Ok(p) = self.completing.acquire().await {
+            drop(p);
+        }
+    }
+}
+
 /// `len` bytes at `offset` of a backing file, on the blocking pool; `None` on any error
 /// (the caller then reads the usual way).
 pub(super) async fn read_backing(file: Arc<File>, offset: u64, len: u64) -> Option<Bytes> {
