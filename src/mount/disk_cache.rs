@@ -37,7 +37,10 @@
 //! the layer's size is deleted when opened; block files left next to a `layer` file by a crash
 //! between the rename and their deletion are deleted at start-up. While an assembly runs, the
 //! disk holds the layer twice (blocks and copy); a layer larger than the limit is never
-//! assembled. A layer file evicted while the kernel reads it stays on disk until closed.
+//! assembled. A layer file evicted while the kernel reads it stays on disk until closed. Since
+//! block writes are dropped when the disk falls behind, a fast first read can leave gaps that
+//! later reads (from the page cache) never fill: after a whole read, the filesystem writes the
+//! missing blocks with [`DiskCache::store_block_waiting`], which waits instead of dropping.
 //!
 //! One daemon owns a cache directory at a time (an exclusive `flock` on `lock`); a second one
 //! gets [`DiskCacheError::Busy`] and runs without a disk cache.
