@@ -203,7 +203,7 @@ impl BlockCache {
         let fetch_key = key.clone();
         let fut = async move {
             let on_disk = match &this.disk {
-                Some(disk) => disk.block(&fetch_key.0, index, promised).await,
+                Some(disk) => disk.block(&fetch_key.0, size, index).await,
                 None => None,
             };
             let result = match on_disk {
@@ -215,7 +215,7 @@ impl BlockCache {
                     if let (Ok(bytes), Some(disk)) = (&result, &this.disk) {
                         // A short answer is an error later on; it must never be kept.
                         if bytes.len() as u64 == promised {
-                            disk.store_block(&fetch_key.0, index, bytes.clone());
+                            disk.store_block(&fetch_key.0, size, index, bytes.clone());
                         }
                     }
                     result

@@ -8,6 +8,7 @@
 //! v1/<registry>/<image id>/image        layer size, parent, created, then the json verbatim
 //! v1/<registry>/<image id>/ancestry     one id per line
 //! v1/<registry>/<image id>/block-<block size>-<index>    the block's bytes, nothing else
+//! v1/<registry>/<image id>/layer        the whole layer, once every block of it was here
 //! ```
 //!
 //! `<registry>` is a hash of the registry URL (of the storage, for the embedded registry): ids
@@ -22,13 +23,34 @@
 //! total size is kept under the limit by evicting least recently used files; the order
 //! survives restarts through file modification times, which a hit refreshes.
 //!
+//! When the kernel can read files of this cache itself (FUSE passthrough, see
+//! `fs/passthrough.rs`), a layer whose blocks are all on disk is folded into one `layer` file,
+//! which the kernel then reads at local-file speed. The design is the
+//! simplest that keeps one invariant, "a name on disk is complete": the index counts each image's
+//! block files, and when the write of a block makes the count reach the layer's number of
+//! blocks (or an `open` finds it there), one assembly at a time copies the blocks, in order, into
+//! a temporary file on the blocking pool, checks its length, syncs and renames it to `layer`, and
+//! only then deletes the blocks, so the layer is stored once. A layer file is one index entry
+//! (of the layer's size) in the same LRU as everything else; reads of single blocks are served
+//! from it by offset. An assembly that finds a block missing or of the wrong length gives up (the
+//! block is fetched again and the next completion retries); a `layer` file whose length is not
+//! the layer's size is deleted when opened; block files left next to a `layer` file by a crash
+//! between the rename and their deletion are deleted at start-up. While an assembly runs, the
+//! disk holds the layer twice (blocks and copy); a layer larger than the limit is never
+//! assembled. A layer file evicted while the kernel reads it stays on disk until closed. Since
+//! block writes are dropped when the disk falls behind, a fast first read can leave gaps that
+//! later reads (from the page cache) never fill: after a whole read, the filesystem writes the
+//! missing blocks with [`DiskCache::store_block_waiting`], which waits instead of dropping.
+//!
 //! One daemon owns a cache directory at a time (an exclusive `flock` on `lock`); a second one
 //! gets [`DiskCacheError::Busy`] and runs without a disk cache.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +68,10 @@ const MAX_WRITES: usize = 64;
 const IMAGE_MAGIC: &str = "regfs-image 1";
 /// Name prefix of files being written (tempfile's default).
 const TEMP_PREFIX: &str = ".tmp";
+/// Name of a whole layer's file in its image directory.
+const LAYER_FILE: &str = "layer";
+/// Name prefix of block files.
+const BLOCK_PREFIX: &str = "block-";
 
 /// Why the disk cache could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +103,8 @@ pub struct DiskCache {
     shared: Arc<Shared>,
     writes: Arc<Semaphore>,
     max_writes: u32,
+    /// One layer assembly at a time: each reads and writes a whole layer.
+    assembly: Arc<Semaphore>,
 }
 
 #[derive(Debug)]
@@ -87,6 +115,9 @@ struct Shared {
     registry: String,
     block_size: u64,
     limit: u64,
+    /// Whether complete layers are assembled: only worth its I/O when the kernel can read the
+    /// result itself (passthrough).
+    whole_layers: AtomicBool,
     index: Mutex<Index>,
     /// Held for the cache's lifetime: the flock lasts as long as the file is open.
     _lock: File,
@@ -96,6 +127,12 @@ struct Shared {
 struct Index {
     files: LruCache<PathBuf, u64>,
     bytes: u64,
+    /// Name prefix of this mount's block files (`block-<block size>-`): blocks of another size
+    /// are never assembled.
+    block_prefix: String,
+    /// How many of those each image directory holds: a layer is whole on disk when the count
+    /// reaches its number of blocks.
+    blocks: HashMap<PathBuf, u64>,
 }
 
 impl std::fmt::Debug for Index {
@@ -108,9 +145,19 @@ impl std::fmt::Debug for Index {
 }
 
 impl Index {
+    fn new(block_size: u64) -> Self {
+        Index {
+            files: LruCache::unbounded(),
+            bytes: 0,
+            block_prefix: format!("{BLOCK_PREFIX}{block_size}-"),
+            blocks: HashMap::new(),
+        }
+    }
+
     fn insert(&mut self, key: PathBuf, len: u64) {
-        if let Some(old) = self.files.put(key, len) {
-            self.bytes -= old;
+        match self.files.put(key.clone(), len) {
+            Some(old) => self.bytes -= old,
+            None => self.count_block(&key, true),
         }
         self.bytes += len;
     }
@@ -118,6 +165,26 @@ impl Index {
     fn remove(&mut self, key: &Path) {
         if let Some(len) = self.files.pop(key) {
             self.bytes -= len;
+            self.count_block(key, false);
+        }
+    }
+
+    /// Keeps `blocks` in step with `files` for a key added or removed.
+    fn count_block(&mut self, key: &Path, added: bool) {
+        let is_block = key
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&self.block_prefix));
+        let Some(dir) = key.parent().filter(|_| is_block) else {
+            return;
+        };
+        if added {
+            *self.blocks.entry(dir.to_path_buf()).or_insert(0) += 1;
+        } else if let Some(n) = self.blocks.get_mut(dir) {
+            *n -= 1;
+            if *n == 0 {
+                self.blocks.remove(dir);
+            }
         }
     }
 
@@ -129,6 +196,7 @@ impl Index {
             match self.files.pop_lru() {
                 Some((key, len)) => {
                     self.bytes -= len;
+                    self.count_block(&key, false);
                     out.push(key);
                 }
                 None => break,
@@ -180,10 +248,7 @@ impl DiskCache {
         // The directory may have existed with looser permissions; what we keep stays ours.
         fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(io_error(&base))?;
-        let mut index = Index {
-            files: LruCache::unbounded(),
-            bytes: 0,
-        };
+        let mut index = Index::new(block_size);
         for (key, len) in scan(&base) {
             index.insert(key, len);
         }
@@ -203,12 +268,20 @@ impl DiskCache {
                 registry: registry_key(scope),
                 block_size,
                 limit,
+                whole_layers: AtomicBool::new(false),
                 index: Mutex::new(index),
                 _lock: lock_file,
             }),
             writes: Arc::new(Semaphore::new(max_writes as usize)),
             max_writes,
+            assembly: Arc::new(Semaphore::new(1)),
         })
+    }
+
+    /// Whether layers whose blocks are all here are assembled into one file (off until the
+    /// mount knows the kernel can read such files itself).
+    pub fn set_whole_layers(&self, on: bool) {
+        self.shared.whole_layers.store(on, Ordering::Relaxed);
     }
 
     /// Bytes on disk, as the index counts them.
@@ -216,17 +289,27 @@ impl DiskCache {
         lock(&self.shared.index).bytes
     }
 
-    /// Whether block `index` of layer `id` is on disk (without reading it).
+    /// Whether block `index` of layer `id` is on disk (without reading it), in its own file or
+    /// in the whole layer's.
     pub fn has_block(&self, id: &ImageId, index: u64) -> bool {
-        lock(&self.shared.index)
-            .files
-            .contains(&self.shared.block_key(id, index))
+        let index_lock = lock(&self.shared.index);
+        index_lock.files.contains(&self.shared.block_key(id, index))
+            || index_lock.files.contains(&self.shared.layer_key(id))
     }
 
-    /// Block `index` of layer `id`, if it is on disk with exactly `len` bytes.
-    pub async fn block(&self, id: &ImageId, index: u64, len: u64) -> Option<Bytes> {
-        let key = self.shared.block_key(id, index);
-        self.read(key, Some(len)).await.map(Bytes::from)
+    /// Block `index` of layer `id` (of `layer_size` bytes), if it is on disk with the right
+    /// length.
+    pub async fn block(&self, id: &ImageId, layer_size: u64, index: u64) -> Option<Bytes> {
+        if !self.has_block(id, index) {
+            return None;
+        }
+        let shared = self.shared.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || shared.block(&id, layer_size, index))
+            .await
+            .ok()
+            .flatten()
+            .map(Bytes::from)
     }
 
     /// An indexed file's bytes, read on the blocking pool.
@@ -241,10 +324,102 @@ impl DiskCache {
             .flatten()
     }
 
-    /// Keeps a block of layer `id` on disk; dropped when the writers are all busy.
-    pub fn store_block(&self, id: &ImageId, index: u64, data: Bytes) {
+    /// Keeps block `index` of layer `id` (of `layer_size` bytes) on disk; dropped when the
+    /// writers are all busy. The write that completes the layer starts its assembly.
+    pub fn store_block(&self, id: &ImageId, layer_size: u64, index: u64, data: Bytes) {
+        if lock(&self.shared.index)
+            .files
+            .contains(&self.shared.layer_key(id))
+        {
+            return;
+        }
         let key = self.shared.block_key(id, index);
-        self.store(key, data);
+        self.store(key, data, Some((id.clone(), layer_size)));
+    }
+
+    /// Blocks of layer `id` not on disk (none once it is one file); empty unless whole layers
+    /// are being assembled.
+    pub fn missing_blocks(&self, id: &ImageId, layer_size: u64) -> Vec<u64> {
+        let shared = &self.shared;
+        if !shared.whole_layers.load(Ordering::Relaxed) || layer_size > shared.limit {
+            return Vec::new();
+        }
+        let index = lock(&shared.index);
+        if index.files.contains(&shared.layer_key(id)) {
+            return Vec::new();
+        }
+        (0..layer_size.div_ceil(shared.block_size))
+            .filter(|&i| !index.files.contains(&shared.block_key(id, i)))
+            .collect()
+    }
+
+    /// Like [`DiskCache::store_block`], but waits for a free writer and for the write, instead
+    /// of dropping the block: for background work that completes a layer, never for a read.
+    pub async fn store_block_waiting(
+        &self,
+        id: &ImageId,
+        layer_size: u64,
+        index: u64,
+        data: Bytes,
+    ) {
+        let Ok(permit) = self.writes.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let assembly = self.assembly.clone();
+        let key = shared.block_key(id, index);
+        let id = id.clone();
+        let rt = tokio::runtime::Handle::current();
+        let _ = tokio::task::spawn_blocking(move || {
+            match shared.write(&key, &data) {
+                Err(e) => {
+                    tracing::warn!(file = %key.display(), error = %e, "disk cache write failed")
+                }
+                Ok(()) if shared.is_complete(&id, layer_size) => {
+                    start_assembly(&shared, &assembly, &rt, id, layer_size);
+                }
+                Ok(()) => {}
+            }
+            // The cache (and its lock) must be free once `flush` sees every permit back.
+            drop(shared);
+            drop(permit);
+        })
+        .await;
+    }
+
+    /// The whole file of layer `id`, opened read-only, if it is on disk with `layer_size` bytes
+    /// (one of another length is deleted). When it is not there but all its blocks are, starts
+    /// assembling it, for a later open.
+    pub async fn layer_file(&self, id: &ImageId, layer_size: u64) -> Option<File> {
+        let key = self.shared.layer_key(id);
+        if !lock(&self.shared.index).files.contains(&key) {
+            self.assemble_if_complete(id, layer_size);
+            return None;
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.open_layer(&key, layer_size))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Starts assembling layer `id` into one file if all its blocks are on disk and no other
+    /// assembly is under way (the next completion or open tries again). Never waits.
+    pub fn assemble_if_complete(&self, id: &ImageId, layer_size: u64) {
+        if !self.shared.is_complete(id, layer_size) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        start_assembly(&self.shared, &self.assembly, &rt, id.clone(), layer_size);
+    }
+
+    /// Whether layer `id` is on disk as one file.
+    pub fn has_layer_file(&self, id: &ImageId) -> bool {
+        lock(&self.shared.index)
+            .files
+            .contains(&self.shared.layer_key(id))
     }
 
     /// A complete image's metadata, if on disk.
@@ -260,7 +435,7 @@ impl DiskCache {
     /// Keeps a complete image's metadata on disk.
     pub fn store_image(&self, id: &ImageId, info: &ImageInfo) {
         let raw = Bytes::from(format_image(info));
-        self.store(self.shared.image_key(id, "image"), raw);
+        self.store(self.shared.image_key(id, "image"), raw, None);
     }
 
     /// A complete image's ancestry, if on disk.
@@ -285,13 +460,22 @@ impl DiskCache {
     /// Keeps a complete image's ancestry on disk.
     pub fn store_ancestry(&self, id: &ImageId, ancestry: &[ImageId]) {
         let text: String = ancestry.iter().map(|i| format!("{i}\n")).collect();
-        self.store(self.shared.image_key(id, "ancestry"), Bytes::from(text));
+        self.store(
+            self.shared.image_key(id, "ancestry"),
+            Bytes::from(text),
+            None,
+        );
     }
 
-    /// Waits for every write under way to land (tests, and an orderly end).
+    /// Waits for every write under way to land, and then for the layer assembly they started
+    /// (tests, and an orderly end).
     pub async fn flush(&self) {
         if let Ok(all) = self.writes.acquire_many(self.max_writes).await {
             drop(all);
+        }
+        // A write starts its assembly before it gives its permit back, so this sees it.
+        if let Ok(p) = self.assembly.acquire().await {
+            drop(p);
         }
     }
 
@@ -301,7 +485,9 @@ impl DiskCache {
         let _ = tokio::task::spawn_blocking(move || shared.discard(&key)).await;
     }
 
-    fn store(&self, key: PathBuf, data: Bytes) {
+    /// Writes `data` to `key` in the background; `layer` names the layer a block belongs to,
+    /// whose assembly the write may complete.
+    fn store(&self, key: PathBuf, data: Bytes, layer: Option<(ImageId, u64)>) {
         if lock(&self.shared.index).files.contains(&key) {
             return;
         }
@@ -313,9 +499,20 @@ impl DiskCache {
             return;
         };
         let shared = self.shared.clone();
+        let assembly = self.assembly.clone();
+        let handle = rt.clone();
         drop(rt.spawn_blocking(move || {
-            if let Err(e) = shared.write(&key, &data) {
-                tracing::warn!(file = %key.display(), error = %e, "disk cache write failed");
+            match shared.write(&key, &data) {
+                Err(e) => {
+                    tracing::warn!(file = %key.display(), error = %e, "disk cache write failed")
+                }
+                Ok(()) => {
+                    if let Some((id, size)) = layer {
+                        if shared.is_complete(&id, size) {
+                            start_assembly(&shared, &assembly, &handle, id, size);
+                        }
+                    }
+                }
             }
             // The cache (and its lock) must be free once `flush` sees every permit back.
             drop(shared);
@@ -324,13 +521,188 @@ impl DiskCache {
     }
 }
 
+/// Runs one assembly of layer `id` on the blocking pool, unless one is under way already.
+fn start_assembly(
+    shared: &Arc<Shared>,
+    assembly: &Arc<Semaphore>,
+    rt: &tokio::runtime::Handle,
+    id: ImageId,
+    layer_size: u64,
+) {
+    let Ok(permit) = assembly.clone().try_acquire_owned() else {
+        tracing::debug!(%id, "another layer is being assembled; later");
+        return;
+    };
+    let shared = shared.clone();
+    drop(rt.spawn_blocking(move || {
+        if let Err(e) = shared.assemble(&id, layer_size) {
+            tracing::warn!(%id, error = %e, "layer not assembled");
+        }
+        drop(shared);
+        drop(permit);
+    }));
+}
+
 impl Shared {
+    fn image_dir(&self, id: &ImageId) -> PathBuf {
+        [self.registry.as_str(), id.as_str()].iter().collect()
+    }
+
     fn image_key(&self, id: &ImageId, file: &str) -> PathBuf {
-        [self.registry.as_str(), id.as_str(), file].iter().collect()
+        self.image_dir(id).join(file)
     }
 
     fn block_key(&self, id: &ImageId, index: u64) -> PathBuf {
-        self.image_key(id, &format!("block-{}-{index}", self.block_size))
+        self.image_key(id, &format!("{BLOCK_PREFIX}{}-{index}", self.block_size))
+    }
+
+    fn layer_key(&self, id: &ImageId) -> PathBuf {
+        self.image_key(id, LAYER_FILE)
+    }
+
+    /// Whether `key` is a block file whose layer is on disk as one file.
+    fn is_folded(&self, key: &Path, index: &Index) -> bool {
+        let is_block = key
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(BLOCK_PREFIX));
+        is_block
+            && key
+                .parent()
+                .is_some_and(|dir| index.files.contains(&dir.join(LAYER_FILE)))
+    }
+
+    /// Bytes of block `index` of a layer of `layer_size` bytes.
+    fn block_len(&self, layer_size: u64, index: u64) -> u64 {
+        let start = index.saturating_mul(self.block_size);
+        layer_size.saturating_sub(start).min(self.block_size)
+    }
+
+    /// Whether layer `id` is to be assembled: every block of it is on disk, in block files, and
+    /// the layer file is not.
+    fn is_complete(&self, id: &ImageId, layer_size: u64) -> bool {
+        if !self.whole_layers.load(Ordering::Relaxed) || layer_size == 0 || layer_size > self.limit
+        {
+            return false;
+        }
+        let blocks = layer_size.div_ceil(self.block_size);
+        let index = lock(&self.index);
+        !index.files.contains(&self.layer_key(id))
+            && index.blocks.get(&self.image_dir(id)).copied() == Some(blocks)
+    }
+
+    /// A block's bytes, from the whole layer's file or from its own.
+    fn block(&self, id: &ImageId, layer_size: u64, index: u64) -> Option<Vec<u8>> {
+        let len = self.block_len(layer_size, index);
+        let layer = self.layer_key(id);
+        let offset = index.saturating_mul(self.block_size);
+        if lock(&self.index).files.contains(&layer) {
+            return self.read_range(&layer, layer_size, offset, len);
+        }
+        let key = self.block_key(id, index);
+        if let Some(data) = self.read(&key, Some(len)) {
+            return Some(data);
+        }
+        // The block may have been folded into the layer's file meanwhile.
+        if lock(&self.index).files.contains(&layer) {
+            return self.read_range(&layer, layer_size, offset, len);
+        }
+        None
+    }
+
+    /// `len` bytes at `offset` of a layer file, which must be `layer_size` bytes long (else it
+    /// is deleted).
+    fn read_range(&self, key: &Path, layer_size: u64, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let file = self.open_layer(key, layer_size)?;
+        let mut data = vec![0; len as usize];
+        match file.read_exact_at(&mut data, offset) {
+            Ok(()) => Some(data),
+            Err(e) => {
+                tracing::warn!(file = %key.display(), error = %e, "disk cache read failed");
+                self.discard(key);
+                None
+            }
+        }
+    }
+
+    /// A layer file opened read-only, if it is `layer_size` bytes long; a hit, for eviction.
+    fn open_layer(&self, key: &Path, layer_size: u64) -> Option<File> {
+        let path = self.base.join(key);
+        let opened = File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        match opened {
+            Ok((len, file)) if len == layer_size => {
+                let _ = file.set_modified(SystemTime::now());
+                let _ = lock(&self.index).files.get(key);
+                Some(file)
+            }
+            Ok((len, _)) => {
+                tracing::warn!(file = %path.display(), len, layer_size, "layer file of the wrong length; deleted");
+                self.discard(key);
+                None
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %path.display(), error = %e, "disk cache read failed");
+                }
+                lock(&self.index).remove(key);
+                None
+            }
+        }
+    }
+
+    /// Copies the blocks of layer `id`, in order, into its `layer` file, then deletes them.
+    fn assemble(&self, id: &ImageId, layer_size: u64) -> std::io::Result<()> {
+        if !self.is_complete(id, layer_size) {
+            return Ok(());
+        }
+        let key = self.layer_key(id);
+        let path = self.base.join(&key);
+        let dir = path.parent().unwrap_or(&self.base);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)?;
+        let blocks = layer_size.div_ceil(self.block_size);
+        for index in 0..blocks {
+            let want = self.block_len(layer_size, index);
+            let block = self.block_key(id, index);
+            let mut file = File::open(self.base.join(&block))?;
+            if file.metadata()?.len() != want {
+                self.discard(&block);
+                return Err(std::io::Error::other(format!(
+                    "block {index} of the wrong length"
+                )));
+            }
+            // `io::copy` between files lets the kernel copy (copy_file_range).
+            let copied = std::io::copy(&mut (&mut file).take(want), tmp.as_file_mut())?;
+            if copied != want {
+                return Err(std::io::Error::other(format!("block {index} cut short")));
+            }
+        }
+        if tmp.as_file().metadata()?.len() != layer_size {
+            return Err(std::io::Error::other("assembled layer of the wrong length"));
+        }
+        // Synced before the rename, so a crash leaves no name or the whole file.
+        tmp.as_file().sync_data()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        let evicted = {
+            let mut index = lock(&self.index);
+            index.insert(key, layer_size);
+            // Deleted under the lock: a write of one of these blocks still under way then
+            // either lands before (and is deleted here) or sees the layer file (see `write`).
+            for i in 0..blocks {
+                let block = self.block_key(id, i);
+                if index.files.contains(&block) {
+                    index.remove(&block);
+                    let _ = fs::remove_file(self.base.join(&block));
+                }
+            }
+            index.evict_to(self.limit)
+        };
+        for key in &evicted {
+            remove_file(&self.base, key);
+        }
+        tracing::debug!(%id, layer_size, "layer assembled into one file");
+        Ok(())
     }
 
     /// The file's bytes; a file that is missing, or not `want` bytes long, is a miss (and an
@@ -386,6 +758,11 @@ impl Shared {
         tmp.persist(&path).map_err(|e| e.error)?;
         let evicted = {
             let mut index = lock(&self.index);
+            if self.is_folded(key, &index) {
+                // Its layer was assembled meanwhile: the block is stored there already.
+                let _ = fs::remove_file(&path);
+                return Ok(());
+            }
             index.insert(key.to_path_buf(), data.len() as u64);
             index.evict_to(self.limit)
         };
@@ -432,9 +809,13 @@ fn scan(base: &Path) -> Vec<(PathBuf, u64)> {
     for registry in entries(base) {
         for image in entries(&base.join(&registry)) {
             let dir = base.join(&registry).join(&image);
-            for file in entries(&dir) {
+            let files = entries(&dir);
+            // Left by a crash between an assembly's rename and the deletion of its blocks.
+            let whole = files.iter().any(|f| f == LAYER_FILE);
+            for file in files {
                 let path = dir.join(&file);
-                if file.to_string_lossy().starts_with(TEMP_PREFIX) {
+                let name = file.to_string_lossy();
+                if name.starts_with(TEMP_PREFIX) || (whole && name.starts_with(BLOCK_PREFIX)) {
                     let _ = fs::remove_file(&path);
                     continue;
                 }
@@ -548,12 +929,12 @@ mod tests {
         let cache = open(3).unwrap();
         let block = |c: u8| Bytes::from(vec![c; 100]);
         for c in [b'a', b'b', b'c'] {
-            cache.store_block(&id(c as char), 0, block(c));
+            cache.store_block(&id(c as char), 1000, 0, block(c));
             cache.flush().await;
         }
         // A hit on a: b is now the least recently used.
-        assert_eq!(cache.block(&id('a'), 0, 100).await, Some(block(b'a')));
-        cache.store_block(&id('d'), 0, block(b'd'));
+        assert_eq!(cache.block(&id('a'), 1000, 0).await, Some(block(b'a')));
+        cache.store_block(&id('d'), 1000, 0, block(b'd'));
         cache.flush().await;
         assert!(!cache.has_block(&id('b'), 0));
         for c in ['a', 'c', 'd'] {
@@ -569,10 +950,10 @@ mod tests {
         // Reopened smaller, what goes is what was used longest ago (c), as file times say.
         let cache = open(2).unwrap();
         assert!(!cache.has_block(&id('c'), 0));
-        assert_eq!(cache.block(&id('a'), 0, 100).await, Some(block(b'a')));
-        assert_eq!(cache.block(&id('d'), 0, 100).await, Some(block(b'd')));
+        assert_eq!(cache.block(&id('a'), 1000, 0).await, Some(block(b'a')));
+        assert_eq!(cache.block(&id('d'), 1000, 0).await, Some(block(b'd')));
         // A wrong expected length is a miss, and the file goes.
-        assert_eq!(cache.block(&id('d'), 0, 99).await, None);
+        assert_eq!(cache.block(&id('d'), 99, 0).await, None);
         assert!(!cache.has_block(&id('d'), 0));
         assert_eq!(cache.bytes(), 100);
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -17,10 +17,12 @@ use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
 use super::tree::{ImageFile, Kind, Node};
 
+mod passthrough;
 mod push;
 mod write;
 use crate::client::{ClientError, ImageInfo, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
+pub use passthrough::Passthrough;
 
 /// How long the kernel may keep attributes of things that never change.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -99,11 +101,14 @@ pub struct DirEntry {
 }
 
 /// What `open` tells the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Opened {
     pub fh: u64,
     /// Keep the page cache across opens: the content never changes.
     pub keep_cache: bool,
+    /// Have the kernel read this handle from a file instead (a layer held whole on disk);
+    /// `keep_cache` then only matters if the adapter cannot register the file.
+    pub passthrough: Option<Passthrough>,
 }
 
 impl Handle {
@@ -116,6 +121,8 @@ impl Handle {
             last_end: 0,
             window: 0,
             reads: 0,
+            served: 0,
+            layer: None,
         }
     }
 
@@ -138,6 +145,10 @@ struct Handle {
     last_end: u64,
     window: u64,
     reads: u64,
+    /// Bytes of layer returned to the kernel through this handle.
+    served: u64,
+    /// Layers opened for reading: how the kernel reads them.
+    layer: Option<passthrough::LayerOpen>,
 }
 
 /// The registry as a filesystem.
@@ -160,6 +171,14 @@ pub struct RegistryFs {
     blocks: Arc<BlockCache>,
     disk: Option<Arc<DiskCache>>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Whether the kernel reads whole layers on disk itself (granted at INIT).
+    passthrough: AtomicBool,
+    /// Open layers by inode and mode: the kernel refuses to mix modes on one inode.
+    layer_opens: Mutex<HashMap<u64, passthrough::InodeOpens>>,
+    /// `read` requests answered.
+    read_requests: AtomicU64,
+    /// One layer at a time is completed on disk after a whole read.
+    completing: Arc<tokio::sync::Semaphore>,
     /// Open directories: the listing taken at `opendir`, served page by page to `readdir`.
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
@@ -235,6 +254,10 @@ impl RegistryFs {
             blocks,
             disk,
             handles: Mutex::new(HashMap::new()),
+            passthrough: AtomicBool::new(false),
+            layer_opens: Mutex::new(HashMap::new()),
+            read_requests: AtomicU64::new(0),
+            completing: Arc::new(tokio::sync::Semaphore::new(1)),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             config,
@@ -680,8 +703,8 @@ impl RegistryFs {
             }
             Node::SearchResult(term) => Some(self.search_content(term).await?),
             Node::ImageFile(id, ImageFile::Layer) => {
-                self.image(id).await?;
-                None
+                let size = self.image(id).await?.layer_size;
+                return Ok(self.open_layer(ino, node.clone(), id, size).await);
             }
             _ => return Err(FsError::NotFound),
         };
@@ -689,13 +712,15 @@ impl RegistryFs {
         Ok(Opened {
             fh,
             keep_cache: node.is_immutable(),
+            passthrough: None,
         })
     }
 
     /// `read`: up to `size` bytes at `offset`; fewer only at the end of the file.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         tracing::trace!(fh, offset, size, "read");
-        let (node, content, sequential, window, first) = {
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
+        let (node, content, sequential, window, first, backing) = {
             let mut handles = lock(&self.handles);
             // Readers share the budget: each gets at most half of an equal share as its
             // window, so read-ahead of one never evicts what another has yet to read.
@@ -724,12 +749,17 @@ impl RegistryFs {
             if !sequential {
                 h.last_end = offset + size as u64;
             }
+            let backing = match &h.layer {
+                Some(passthrough::LayerOpen::Passthrough(_, file)) => Some(file.clone()),
+                _ => None,
+            };
             (
                 h.node.clone(),
                 h.content.clone(),
                 sequential,
                 h.window,
                 first,
+                backing,
             )
         };
         if let Some(content) = content {
@@ -746,6 +776,15 @@ impl RegistryFs {
             return Ok(Bytes::new());
         }
         let end = (offset + size as u64).min(layer_size);
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            h.served += end - offset;
+        }
+        // The kernel reads a passthrough handle itself, but may still ask (it is allowed to).
+        if let Some(file) = backing {
+            if let Some(data) = passthrough::read_backing(file, offset, end - offset).await {
+                return Ok(data);
+            }
+        }
         self.read_layer(id, layer_size, offset..end, sequential, window, first)
             .await
     }
@@ -823,7 +862,18 @@ impl RegistryFs {
     }
 
     fn take_handle(&self, fh: u64) -> Option<Handle> {
-        lock(&self.handles).remove(&fh)
+        let handle = lock(&self.handles).remove(&fh)?;
+        if let Some(open) = &handle.layer {
+            self.end_layer_open(open);
+            // Read whole (at least as many bytes as it has): worth keeping whole on disk.
+            if let Node::ImageFile(id, ImageFile::Layer) = &handle.node {
+                let size = self.images.get(id).map_or(0, |i| i.layer_size);
+                if size > 0 && handle.served >= size {
+                    self.complete_layer(id, size);
+                }
+            }
+        }
+        Some(handle)
     }
 
     /// The root's attributes, for the adapter's `init`-time checks.
@@ -841,8 +891,10 @@ impl RegistryFs {
         self.disk.as_ref().map(|d| d.bytes())
     }
 
-    /// Waits until every disk cache write under way has landed.
+    /// Waits until every disk cache write under way has landed, and the layer assembly and
+    /// completion they started.
     pub async fn flush_disk_cache(&self) {
+        self.wait_completion().await;
         if let Some(disk) = &self.disk {
             disk.flush().await;
         }

@@ -4,15 +4,19 @@
 //! Every callback has one shape: copy the arguments, spawn the operation on the async runtime
 //! (so no FUSE thread ever blocks on the network), and reply exactly once from the task, with
 //! the result or with the error's errno.
+//!
+//! The one state kept here is fuser's: the backing registrations of layers the kernel reads
+//! itself (FUSE passthrough). Which opens get one is decided by [`RegistryFs::open`].
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -24,12 +28,59 @@ use super::tree::Kind;
 pub struct FuseAdapter {
     fs: Arc<RegistryFs>,
     rt: Handle,
+    backing: Arc<Mutex<BackingIds>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<RegistryFs>, rt: Handle) -> Self {
-        FuseAdapter { fs, rt }
+        FuseAdapter {
+            fs,
+            rt,
+            backing: Arc::default(),
+        }
     }
+}
+
+/// Backing registrations of passthrough handles. Each lives until the release of the last
+/// handle using it (the kernel fails reads of a handle whose registration is gone), and all
+/// handles of one inode share one (it refuses a second).
+#[derive(Default)]
+struct BackingIds {
+    by_fh: HashMap<u64, Arc<BackingId>>,
+    by_ino: HashMap<u64, Weak<BackingId>>,
+}
+
+impl BackingIds {
+    /// The inode's registration, or a new one from `register`, held for handle `fh`.
+    fn attach(
+        &mut self,
+        fh: u64,
+        ino: u64,
+        register: impl FnOnce() -> std::io::Result<BackingId>,
+    ) -> std::io::Result<Arc<BackingId>> {
+        let id = match self.by_ino.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => {
+                let id = Arc::new(register()?);
+                self.by_ino.insert(ino, Arc::downgrade(&id));
+                id
+            }
+        };
+        self.by_fh.insert(fh, id.clone());
+        Ok(id)
+    }
+
+    /// Drops handle `fh`'s hold; the last one closes the registration.
+    fn release(&mut self, fh: u64) {
+        if self.by_fh.remove(&fh).is_some() {
+            self.by_ino.retain(|_, id| id.strong_count() > 0);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section leaves the maps consistent, so poisoning is harmless.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -134,6 +185,16 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        // Passthrough needs a stack depth of at least 1; 1 keeps the mount usable as a lower
+        // layer of overlayfs (backing files must then sit on a plain filesystem).
+        let passthrough = match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+            Ok(()) => config.set_max_stack_depth(1).is_ok(),
+            Err(_) => false,
+        };
+        if !passthrough {
+            tracing::debug!("kernel lacks FUSE passthrough; layers are read through the daemon");
+        }
+        self.fs.set_passthrough(passthrough);
         Ok(())
     }
 
@@ -175,6 +236,7 @@ impl fuser::Filesystem for FuseAdapter {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || truncate;
         let fs = self.fs.clone();
+        let backing = self.backing.clone();
         self.rt.spawn(async move {
             match fs.open(ino.0, write, truncate).await {
                 Ok(o) => {
@@ -183,6 +245,22 @@ impl fuser::Filesystem for FuseAdapter {
                     } else {
                         FopenFlags::empty()
                     };
+                    if let Some(p) = &o.passthrough {
+                        let registered = lock(&backing)
+                            .attach(o.fh, p.ino, || reply.open_backing(p.file.as_ref()));
+                        match registered {
+                            // The kernel fails a passthrough open with any other flag than
+                            // direct I/O and no-flush (KEEP_CACHE included) with EIO.
+                            Ok(id) => {
+                                return reply.opened_passthrough(
+                                    FileHandle(o.fh),
+                                    FopenFlags::empty(),
+                                    &id,
+                                );
+                            }
+                            Err(e) => fs.passthrough_refused(o.fh, &e),
+                        }
+                    }
                     reply.opened(FileHandle(o.fh), flags)
                 }
                 Err(e) => reply.error(errno("open", &e)),
@@ -255,6 +333,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        lock(&self.backing).release(fh.0);
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             fs.release(fh.0).await;

@@ -270,6 +270,7 @@ impl RegistryFs {
         Ok(Opened {
             fh,
             keep_cache: false,
+            passthrough: None,
         })
     }
 

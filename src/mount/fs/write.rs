@@ -149,6 +149,7 @@ impl RegistryFs {
         Opened {
             fh,
             keep_cache: false,
+            passthrough: None,
         }
     }
 
