@@ -1536,3 +1536,53 @@ async fn a_body_refused_unread_does_not_break_the_clients_next_request() {
     }
     c.push_image(&img, &Auth::admin()).await;
 }
+
+#[tokio::test]
+async fn tags_listed_from_a_settled_directory_still_see_another_servers_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestServer::on_disk(dir.path());
+    let b = TestServer::on_disk(dir.path());
+    let (ca, cb) = (a.client(), b.client());
+    let (one, two) = (Image::new("settled-1", 1024), Image::new("settled-2", 1024));
+    ca.push_image(&one, &Auth::admin()).await;
+    ca.push_image(&two, &Auth::admin()).await;
+    let tags = "/v1/repositories/library/settled/tags";
+    let set = |c: &crate::common::Client, tag: &'static str, id: String| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .put(
+                    &format!("{tags}/{tag}"),
+                    format!("\"{id}\""),
+                    &Auth::admin(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    set(&ca, "t1", one.id.clone()).await;
+    // Old enough for server A to keep its listing; then every change comes from B.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            ca.get(tags, &Auth::None).await.json(),
+            serde_json::json!({"t1": one.id})
+        );
+    }
+    set(&cb, "t2", one.id.clone()).await;
+    assert_eq!(
+        ca.get(tags, &Auth::None).await.json(),
+        serde_json::json!({"t1": one.id, "t2": one.id})
+    );
+    set(&cb, "t2", two.id.clone()).await;
+    assert_eq!(
+        ca.get(tags, &Auth::None).await.json(),
+        serde_json::json!({"t1": one.id, "t2": two.id})
+    );
+    let r = cb.delete(&format!("{tags}/t1"), &Auth::admin()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        ca.get(tags, &Auth::None).await.json(),
+        serde_json::json!({"t2": two.id})
+    );
+}

@@ -13,6 +13,7 @@
 
 pub mod faulty;
 pub mod keys;
+mod local_listing;
 mod local_read;
 pub mod object;
 

@@ -35,6 +35,8 @@ pub struct ObjectBackend {
     /// The directory of a local store: listings read it directly, which is several times
     /// cheaper per call than the generic walk (tags are listed on every tags GET).
     local_root: Option<std::path::PathBuf>,
+    /// Listings of local directories that have not changed since they were taken.
+    listings: Arc<super::local_listing::ListingCache>,
     /// Signs direct-download URLs: only an S3 store has one.
     signer: Option<UrlSigner>,
 }
@@ -108,6 +110,7 @@ impl ObjectBackend {
             part_concurrency: part_concurrency.max(1),
             prune_empty_dirs: false,
             local_root: None,
+            listings: Default::default(),
             signer: None,
         }
     }
@@ -320,11 +323,22 @@ impl BlobStore for ObjectBackend {
 
     async fn list_with_info(&self, prefix: &Key) -> Result<Vec<(Key, ObjectInfo)>, StorageError> {
         if let Some(root) = &self.local_root {
-            let root = root.clone();
-            let prefix = prefix.clone();
-            return tokio::task::spawn_blocking(move || list_local(&root, &prefix))
+            // The stamp is read before the listing, so a change made while listing shows as a
+            // new stamp next time.
+            let stamp = super::local_listing::stamp(&root.join(prefix.as_str()));
+            if let Some(hit) = stamp.and_then(|s| self.listings.get(prefix, s)) {
+                return Ok(hit.as_ref().clone());
+            }
+            let (root, key) = (root.clone(), prefix.clone());
+            let listing = tokio::task::spawn_blocking(move || list_local(&root, &key))
                 .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+            if let Some(s) = stamp {
+                let listing = Arc::new(listing);
+                self.listings.put(prefix, s, &listing);
+                return Ok(Arc::unwrap_or_clone(listing));
+            }
+            return Ok(listing);
         }
         let metas: Vec<_> = self
             .inner
