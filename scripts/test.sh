@@ -10,7 +10,12 @@ features=()
 if [[ ${REGFS_SKIP_S3:-0} != 1 ]]; then
   s3_dir=$(mktemp -d)
   trap 'scripts/s3-local.sh stop "$s3_dir" >/dev/null 2>&1; rm -rf "$s3_dir"' EXIT
-  eval "$(scripts/s3-local.sh start "$s3_dir")"
+  # A failed start must fail the run, not leave the S3 tests without a store.
+  s3_env=$(scripts/s3-local.sh start "$s3_dir") || {
+    echo "test: could not start the local S3 store (scripts/s3-local.sh)" >&2
+    exit 1
+  }
+  eval "$s3_env"
   features+=(s3-tests)
 fi
 joined=$(IFS=,; echo "${features[*]}")
