@@ -730,3 +730,82 @@ fn ending_with_an_unfinished_push_reports_it_and_exits_non_zero() {
     assert!(m.log().contains("not completely pushed"), "{}", m.log());
     assert!(!is_mounted(&m.mountpoint));
 }
+
+/// A status field of a process, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A 1 GiB layer written into the mount after its json streams to the registry as it is
+/// written: the daemon's peak memory stays a small fraction of the layer, and the registry
+/// holds it byte for byte.
+#[test]
+fn a_1_gib_layer_pushes_through_the_daemon_with_bounded_memory() {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    const MIB: usize = 1 << 20;
+    const LAYER_MIB: usize = 1024;
+    let storage = tempfile::tempdir().unwrap();
+    let server = TestServer::on_disk(storage.path());
+    let mut m = MountProcess::start(
+        &[
+            "--registry",
+            &server.url,
+            "--user",
+            crate::common::ADMIN,
+            "--password",
+            crate::common::ADMIN_PASSWORD,
+        ],
+        &[],
+    );
+    m.wait_ready();
+    let idle = status_kib(m.pid(), "VmRSS:");
+
+    let id = hex::encode(Sha256::digest(b"one gib through the daemon"));
+    std::fs::create_dir(m.path(&format!("images/{id}"))).unwrap();
+    std::fs::write(
+        m.path(&format!("images/{id}/json")),
+        format!("{{\"id\":\"{id}\"}}"),
+    )
+    .unwrap();
+    let mut layer = std::fs::File::create(m.path(&format!("images/{id}/layer"))).unwrap();
+    let mut written = Sha256::new();
+    let mut chunk = vec![0u8; MIB];
+    for i in 0..LAYER_MIB {
+        for (j, b) in chunk.iter_mut().enumerate() {
+            *b = (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8;
+        }
+        written.update(&chunk);
+        layer.write_all(&chunk).unwrap();
+    }
+    // The push completes at fsync (and close), which report its result.
+    layer.sync_all().unwrap();
+    drop(layer);
+    let peak = status_kib(m.pid(), "VmHWM:");
+    assert!(
+        peak.saturating_sub(idle) < 256 * 1024,
+        "daemon peak {peak} KiB over idle {idle} KiB while pushing a {LAYER_MIB} MiB layer"
+    );
+
+    let stored = runtime().block_on(async {
+        let res = reqwest::get(format!("{}/v1/images/{id}/layer", server.url))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let mut res = res;
+        let (mut hasher, mut len) = (Sha256::new(), 0usize);
+        while let Some(bytes) = res.chunk().await.unwrap() {
+            len += bytes.len();
+            hasher.update(&bytes);
+        }
+        (len, hasher.finalize())
+    });
+    assert_eq!(stored.0, LAYER_MIB * MIB);
+    assert_eq!(stored.1, written.finalize(), "the stored layer differs");
+    m.stop();
+}
