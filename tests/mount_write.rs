@@ -451,3 +451,41 @@ async fn a_server_killed_mid_push_fails_the_push_and_a_retry_succeeds() {
     drop(server);
     drop(storage);
 }
+
+/// A writer that starts another program while it writes a layer: the child inherits the open
+/// file and the kernel closes it there at exec, which reaches the daemon as a flush. That must
+/// not commit the layer cut short; the writer's own close commits all of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_started_mid_write_does_not_commit_a_layer_cut_short() {
+    let (server, _base, _child, m) = setup(Some((ADMIN, ADMIN_PASSWORD)), false).await;
+    let image = Image::new("fork-mid-write", 3 * 1024 * 1024 + 17);
+    let img = image.clone();
+    let m = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let dir = m.join(&format!("images/{}", img.id));
+        std::fs::create_dir(&dir).unwrap();
+        write_and_fsync(&dir.join("json"), &img.json).unwrap();
+        let mut layer = std::fs::File::create(dir.join("layer")).unwrap();
+        let (head, tail) = img.layer.split_at(img.layer.len() / 2);
+        layer.write_all(head).unwrap();
+        let status = std::process::Command::new("true").status().unwrap();
+        assert!(status.success());
+        layer.write_all(tail).unwrap();
+        layer.sync_all().unwrap();
+        drop(layer);
+        m
+    })
+    .await
+    .unwrap();
+    let c = server.client();
+    let r = c
+        .get(&format!("/v1/images/{}/layer", image.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == image.layer,
+        "layer cut short: {} bytes",
+        r.body.len()
+    );
+    tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
+}

@@ -123,6 +123,7 @@ impl Handle {
             reads: 0,
             served: 0,
             layer: None,
+            owner: None,
         }
     }
 
@@ -149,6 +150,8 @@ struct Handle {
     served: u64,
     /// Layers opened for reading: how the kernel reads them.
     layer: Option<passthrough::LayerOpen>,
+    /// The process (thread group) that opened the handle, where the kernel told.
+    owner: Option<u32>,
 }
 
 /// The registry as a filesystem.

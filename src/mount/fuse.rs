@@ -232,14 +232,18 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || truncate;
+        let opener = write.then(|| thread_group(req.pid())).flatten();
         let fs = self.fs.clone();
         let backing = self.backing.clone();
         self.rt.spawn(async move {
             match fs.open(ino.0, write, truncate).await {
                 Ok(o) => {
+                    if let Some(process) = opener {
+                        fs.set_owner(o.fh, process);
+                    }
                     let flags = if o.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
@@ -290,19 +294,17 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        spawn_empty(
-            &self.rt,
-            "flush",
-            reply,
-            async move { fs.flush(fh.0).await },
-        );
+        let process = thread_group(req.pid());
+        spawn_empty(&self.rt, "flush", reply, async move {
+            fs.flush_from(fh.0, process).await
+        });
     }
 
     fn fsync(
@@ -343,7 +345,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -353,18 +355,24 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let name = name.to_owned();
+        let opener = thread_group(req.pid());
         self.rt.spawn(async move {
             let Some(name) = name.to_str() else {
                 return reply.error(Errno::EINVAL);
             };
             match fs.create(parent.0, name).await {
-                Ok((e, o)) => reply.created(
-                    &e.ttl,
-                    &FileAttr::from(&e.attr),
-                    Generation(0),
-                    FileHandle(o.fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((e, o)) => {
+                    if let Some(process) = opener {
+                        fs.set_owner(o.fh, process);
+                    }
+                    reply.created(
+                        &e.ttl,
+                        &FileAttr::from(&e.attr),
+                        Generation(0),
+                        FileHandle(o.fh),
+                        FopenFlags::empty(),
+                    )
+                }
                 Err(e) => reply.error(errno("create", &e)),
             }
         });
@@ -628,4 +636,15 @@ impl fuser::Filesystem for FuseAdapter {
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
         reply.error(Errno::ENOSYS);
     }
+}
+
+/// The process (thread group) a thread belongs to: the kernel names the calling thread in a
+/// request, and a writer's threads all belong to one process. Read from `/proc` on the FUSE
+/// worker thread, not the runtime; `None` when the thread is already gone.
+fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -239,6 +239,35 @@ impl RegistryFs {
     }
 
     /// `flush` (each `close`) and `fsync`: sets a written tag and reports the result.
+    /// Records which process opened `fh`, so that [`RegistryFs::flush_from`] can tell its
+    /// closes from those of other processes.
+    pub fn set_owner(&self, fh: u64, process: u32) {
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            h.owner = Some(process);
+        }
+    }
+
+    /// `flush` as the kernel sends it, from the process that closed a descriptor. A process
+    /// that forks and execs while it writes makes the kernel close its descriptors in the
+    /// child, and each of those closes is a flush: committing then would publish a layer cut
+    /// short while the writer is still writing. So a flush from another process than the
+    /// opener commits nothing; the opener's own close, fsync and the release still do.
+    pub async fn flush_from(&self, fh: u64, process: Option<u32>) -> Result<()> {
+        let owner = lock(&self.handles).get(&fh).and_then(|h| h.owner);
+        match (owner, process) {
+            (Some(owner), Some(process)) if owner != process => {
+                tracing::debug!(
+                    fh,
+                    owner,
+                    process,
+                    "flush from another process: nothing committed"
+                );
+                Ok(())
+            }
+            _ => self.flush(fh).await,
+        }
+    }
+
     pub async fn flush(&self, fh: u64) -> Result<()> {
         self.flush_image(fh).await?;
         let pending = {
