@@ -167,7 +167,7 @@ pub struct Request {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: String,
-    pub body: futures::stream::BoxStream<'static, Result<Bytes, warp::Error>>,
+    pub body: Body,
     /// A HEAD, which handlers see as a GET (its body is dropped on the way out).
     pub head: bool,
 }
@@ -196,17 +196,9 @@ impl Request {
         Ok(Bytes::from(buf))
     }
 
-    /// Reads and drops a refused body, up to a bound, so that a client still sending it gets
-    /// to read our answer instead of a broken pipe. Past the bound the connection is dropped.
+    /// Reads and drops a refused body before answering (see [`drain`]).
     async fn drain(&mut self) {
-        const MAX_DRAIN: usize = 16 * 1024 * 1024;
-        let mut seen = 0;
-        while let Some(Ok(chunk)) = self.body.next().await {
-            seen += chunk.len();
-            if seen > MAX_DRAIN {
-                break;
-            }
-        }
+        drain(&mut self.body).await;
     }
 
     /// A header as text, if present and valid.
@@ -248,7 +240,7 @@ pub fn api(
         .unify()
 }
 
-fn boxed_body<S, B>(body: S) -> futures::stream::BoxStream<'static, Result<Bytes, warp::Error>>
+fn boxed_body<S, B>(body: S) -> Body
 where
     S: futures::Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: Buf,
@@ -302,6 +294,30 @@ async fn dispatch(state: AppState, path: &str, mut req: Request) -> Response {
         ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     res
+}
+
+/// A request body as handlers receive it.
+pub type Body = futures::stream::BoxStream<'static, Result<Bytes, warp::Error>>;
+
+/// Reads and drops a refused body, up to a bound, so that a client still sending it gets to
+/// read our answer instead of a broken pipe (the kernel resets a socket closed with unread
+/// bytes). Past the bound, or after a pause of the body timeout, the connection is dropped.
+async fn drain(body: &mut Body) {
+    const MAX_DRAIN: usize = 16 * 1024 * 1024;
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        seen += chunk.len();
+        if seen > MAX_DRAIN {
+            break;
+        }
+    }
+}
+
+/// [`drain`] while the answer goes out: for bodies refused before they were read, which
+/// clients that do not wait for `100 Continue` (most) are sending already. One task per
+/// refused request at most, so the connection cap bounds them.
+pub fn drain_in_background(mut body: Body) {
+    tokio::spawn(async move { drain(&mut body).await });
 }
 
 /// Whether a request carries a body that a handler may leave unread.

@@ -11,7 +11,7 @@ use crate::registry::RegistryError;
 use crate::server::auth::{self, Caller};
 use crate::server::error::ApiError;
 use crate::server::range::{self, RangeRequest};
-use crate::server::routes::Request;
+use crate::server::routes::{Request, drain_in_background};
 use crate::server::state::AppState;
 use crate::server::{JSON_LIMIT, reply};
 use crate::storage::keys;
@@ -201,26 +201,6 @@ fn busy() -> Response {
     let mut res = reply::json(StatusCode::SERVICE_UNAVAILABLE, &body);
     reply::set(res.headers_mut(), header::RETRY_AFTER.as_str(), "5");
     res
-}
-
-/// Reads and drops the body of a refused upload, up to a bound, while the answer goes out: a
-/// client that sends its body without waiting for `100 Continue` (most do) would otherwise
-/// see its connection reset, as the kernel does to a socket closed with unread bytes, instead of
-/// reading the answer. Past the bound, or after a pause of the body timeout, the connection is
-/// dropped. One task per refused request at most, so the connection cap bounds them.
-fn drain_in_background(
-    mut body: futures::stream::BoxStream<'static, Result<bytes::Bytes, warp::Error>>,
-) {
-    const MAX_DRAIN: usize = 16 * 1024 * 1024;
-    tokio::spawn(async move {
-        let mut seen = 0;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len();
-            if seen > MAX_DRAIN {
-                break;
-            }
-        }
-    });
 }
 
 /// Docker clients before 0.10 relied on server-side tarsum, which is gone.
