@@ -32,6 +32,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     PreconditionFailed(&'static str),
+    /// Too many uploads under way: the client retries later.
+    #[error("Too many uploads in progress, retry later")]
+    Busy,
 }
 
 impl ApiError {
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -174,11 +174,13 @@ pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
         drain_in_background(req.body);
         return Err(RegistryError::LayerTooLarge { limit }.into());
     }
-    // Held until this function returns or is dropped, whichever way the upload ends.
+    // Held until this function returns or is dropped, whichever way the upload ends. Over
+    // the cap, a 503 before the body is read: a flood of uploads cannot exhaust the store's
+    // connections or the server's memory.
     let Some(_slot) = state.uploads.try_take() else {
         tracing::warn!(image = %id, "upload refused: too many in progress");
         drain_in_background(req.body);
-        return Ok(busy());
+        return Err(ApiError::Busy);
     };
     let mut body = req.body;
     let size = match state.registry.put_image_layer(&id, &mut body).await {
@@ -192,15 +194,6 @@ pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
     };
     tracing::debug!(image = %id, size, "layer stored");
     Ok(reply::ok_true())
-}
-
-/// 503 for an upload over the cap, before its body is read: the client retries later, and a
-/// flood of uploads cannot exhaust the store's connections or the server's memory.
-fn busy() -> Response {
-    let body = serde_json::json!({"error": "Too many uploads in progress, retry later"});
-    let mut res = reply::json(StatusCode::SERVICE_UNAVAILABLE, &body);
-    reply::set(res.headers_mut(), header::RETRY_AFTER.as_str(), "5");
-    res
 }
 
 /// Docker clients before 0.10 relied on server-side tarsum, which is gone.
