@@ -8,6 +8,7 @@
 //!   With a disk cache, a block missing from memory is looked for there before any request,
 //!   and every block fetched is also handed to it.
 
+use crate::mount::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -24,11 +25,6 @@ use tokio::sync::Semaphore;
 use super::disk_cache::DiskCache;
 use crate::client::{ClientError, RegistryClient};
 use crate::names::ImageId;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here leaves its map consistent, so poisoning is harmless.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A map whose entries expire after a fixed time; bounded in entries.
 #[derive(Debug)]

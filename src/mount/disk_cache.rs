@@ -45,6 +45,7 @@
 //! One daemon owns a cache directory at a time (an exclusive `flock` on `lock`); a second one
 //! gets [`DiskCacheError::Busy`] and runs without a disk cache.
 
+use crate::mount::lock;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -90,11 +91,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DiskCacheError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section leaves the index consistent, so poisoning is harmless.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Layer blocks and image metadata on disk, within a size limit.

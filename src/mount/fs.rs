@@ -2,6 +2,7 @@
 //! release over the registry client. The FUSE adapter (`fuse.rs`) only translates; everything
 //! here is tested without a kernel mount.
 
+use crate::mount::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -192,10 +193,6 @@ pub struct RegistryFs {
 pub struct DirSnapshot {
     pub this: Entry,
     pub entries: Vec<DirEntry>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// "Not found" from the registry, or an image still being pushed, is ENOENT for a reader.

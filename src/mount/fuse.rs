@@ -8,6 +8,7 @@
 //! The one state kept here is fuser's: the backing registrations of layers the kernel reads
 //! itself (FUSE passthrough). Which opens get one is decided by [`RegistryFs::open`].
 
+use crate::mount::lock;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::{Arc, Mutex, Weak};
@@ -76,11 +77,6 @@ impl BackingIds {
             self.by_ino.retain(|_, id| id.strong_count() > 0);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section leaves the maps consistent, so poisoning is harmless.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn file_type(kind: Kind) -> FileType {

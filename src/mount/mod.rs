@@ -20,3 +20,9 @@ pub mod credentials;
 pub mod run;
 
 pub use run::{MountConfig, MountError, Mounted, mount_fs, run};
+
+/// Locks a mutex of the mount's state. Every critical section leaves its maps consistent, so a
+/// panic elsewhere while one was held (poisoning) is harmless.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
