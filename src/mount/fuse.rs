@@ -297,7 +297,13 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        let process = thread_group(req.pid());
+        // Only handles open for writing have an owner to tell apart; a single-threaded
+        // writer's thread is its process, so `/proc` is read only for other threads.
+        let process = match self.fs.owner(fh.0) {
+            None => None,
+            Some(owner) if owner == req.pid() => Some(owner),
+            Some(_) => thread_group(req.pid()),
+        };
         spawn_empty(&self.rt, "flush", reply, async move {
             fs.flush_from(fh.0, process).await
         });

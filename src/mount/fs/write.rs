@@ -247,14 +247,18 @@ impl RegistryFs {
         }
     }
 
+    /// The process that opened `fh` for writing, if recorded.
+    pub fn owner(&self, fh: u64) -> Option<u32> {
+        lock(&self.handles).get(&fh).and_then(|h| h.owner)
+    }
+
     /// `flush` as the kernel sends it, from the process that closed a descriptor. A process
     /// that forks and execs while it writes makes the kernel close its descriptors in the
     /// child, and each of those closes is a flush: committing then would publish a layer cut
     /// short while the writer is still writing. So a flush from another process than the
     /// opener commits nothing; the opener's own close, fsync and the release still do.
     pub async fn flush_from(&self, fh: u64, process: Option<u32>) -> Result<()> {
-        let owner = lock(&self.handles).get(&fh).and_then(|h| h.owner);
-        match (owner, process) {
+        match (self.owner(fh), process) {
             (Some(owner), Some(process)) if owner != process => {
                 tracing::debug!(
                     fh,
