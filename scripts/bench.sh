@@ -955,6 +955,20 @@ record_max() { # name regfs_val baseline_val factor slack fmtfn baseline_label t
 
 ms_list() { local v; for v in "$@"; do printf '%s  ' "$(fmt_ms "$v")"; done; }
 
+# reread_pair MOUNTED LOCAL BYTES: reads both once, then REPS timed cats of each in turn,
+# appending their rates to the caller's arrays a (mounted) and b (local)
+reread_pair() {
+  local i
+  cat "$1" >/dev/null
+  cat "$2" >/dev/null
+  for ((i = 0; i < REPS; i++)); do
+    time_cmd cat "$1"
+    a+=("$(fdiv "$3" "$CMD_S")")
+    time_cmd cat "$2"
+    b+=("$(fdiv "$3" "$CMD_S")")
+  done
+}
+
 section_mount() {
   local data="$WORK/mount-data" storage="$WORK/mount-storage" mnt src bytes total
   local tag_repo=library/tagbench tags_dir tags_url i k n hwm h idle
@@ -1046,14 +1060,7 @@ section_mount() {
   log "3: ${LAYER_MIB} MiB re-read from the page cache, through the mount and of a local file, x $REPS"
   a=() b=()
   start_mount "$mnt"
-  cat "${files[0]}" >/dev/null
-  cat "$copy" >/dev/null
-  for ((i = 0; i < REPS; i++)); do
-    time_cmd cat "${files[0]}"
-    a+=("$(fdiv "$bytes" "$CMD_S")")
-    time_cmd cat "$copy"
-    b+=("$(fdiv "$bytes" "$CMD_S")")
-  done
+  reread_pair "${files[0]}" "$copy" "$bytes"
   stop_mount
   log "  mount:      $(mibs_list "${a[@]}")"
   log "  local file: $(mibs_list "${b[@]}")"
@@ -1073,14 +1080,7 @@ section_mount() {
   done
   stop_mount
   start_mount "$mnt" --cache-dir "$cache_dir" --cache-dir-size "$((4 * bytes))"
-  cat "${files[0]}" >/dev/null
-  cat "$copy" >/dev/null
-  for ((i = 0; i < REPS; i++)); do
-    time_cmd cat "${files[0]}"
-    a+=("$(fdiv "$bytes" "$CMD_S")")
-    time_cmd cat "$copy"
-    b+=("$(fdiv "$bytes" "$CMD_S")")
-  done
+  reread_pair "${files[0]}" "$copy" "$bytes"
   cmp -s "${files[0]}" "$src" || die "the layer read back from --cache-dir differs from the one pushed"
   stop_mount
   rm -rf "$cache_dir" "$copy"
