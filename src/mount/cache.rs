@@ -9,14 +9,14 @@
 //!   and every block fetched is also handed to it.
 
 use crate::mount::lock;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
@@ -96,17 +96,48 @@ struct Blocks {
     /// Bytes promised to fetches under way: they count against the budget too.
     reserved: u64,
     inflight: HashMap<BlockKey, BlockFuture>,
+    /// Blocks a sequential reader has read past, oldest first: their buffers are the first
+    /// to be reused.
+    consumed: VecDeque<BlockKey>,
 }
 
+/// How many consumed blocks are remembered for reuse; older ones are left to the LRU.
+const CONSUMED_KEPT: usize = 64;
+
 impl Blocks {
+    /// The buffer of the oldest consumed block, if nobody holds it any more and it has room
+    /// for `want` bytes. A sequential reader never comes back to a block it has read past, and
+    /// the kernel's page cache answers other readers of those bytes, so reusing its memory
+    /// for the next fetch costs little and spares a fresh buffer's page faults.
+    fn take_consumed(&mut self, want: usize) -> Option<BytesMut> {
+        let lru = &self.lru;
+        self.consumed.retain(|key| lru.contains(key));
+        // One still held (being answered from, or written to disk) stays for a later fetch.
+        let at = self
+            .consumed
+            .iter()
+            .position(|key| self.lru.peek(key).is_some_and(Bytes::is_unique))?;
+        let key = self.consumed.remove(at)?;
+        let block = self.lru.pop(&key)?;
+        self.bytes -= block.len() as u64;
+        block.try_into_mut().ok().filter(|b| b.capacity() >= want)
+    }
+
     /// Drops least recently used blocks until cached and promised bytes fit the budget.
-    fn evict_to(&mut self, budget: u64) {
+    /// Returns the buffer of one dropped block that nobody else holds and that has room for
+    /// `want` bytes, for the fetch that made the room: its pages are mapped already.
+    fn evict_to(&mut self, budget: u64, want: usize) -> Option<BytesMut> {
+        let mut spare = None;
         while self.bytes + self.reserved > budget {
-            match self.lru.pop_lru() {
-                Some((_, old)) => self.bytes -= old.len() as u64,
-                None => break,
+            let Some((_, old)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.bytes -= old.len() as u64;
+            if spare.is_none() && want > 0 {
+                spare = old.try_into_mut().ok().filter(|b| b.capacity() >= want);
             }
         }
+        spare
     }
 }
 
@@ -137,6 +168,7 @@ impl BlockCache {
                 bytes: 0,
                 reserved: 0,
                 inflight: HashMap::new(),
+                consumed: VecDeque::new(),
             }),
             fetches: Arc::new(Semaphore::new(max_fetches.max(1))),
             disk,
@@ -155,7 +187,14 @@ impl BlockCache {
     /// kernel's page cache keeps what it returned, so blocks other readers have yet to read
     /// are worth more.
     pub fn consumed(&self, id: &ImageId, index: u64) {
-        lock(&self.inner).lru.demote(&(id.clone(), index));
+        let mut inner = lock(&self.inner);
+        let key = (id.clone(), index);
+        if inner.lru.demote(&key) {
+            if inner.consumed.len() >= CONSUMED_KEPT {
+                inner.consumed.pop_front();
+            }
+            inner.consumed.push_back(key);
+        }
     }
 
     /// Whether a block is cached or being fetched.
@@ -193,7 +232,13 @@ impl BlockCache {
         let end = (start + self.block_size).min(size);
         let promised = end.saturating_sub(start);
         inner.reserved += promised;
-        inner.evict_to(self.budget);
+        let spare = match inner.take_consumed(promised as usize) {
+            Some(buf) => {
+                inner.evict_to(self.budget, 0);
+                Some(buf)
+            }
+            None => inner.evict_to(self.budget, promised as usize),
+        };
         let this = self.clone();
         let client = client.clone();
         let fetch_key = key.clone();
@@ -206,7 +251,9 @@ impl BlockCache {
                 Some(bytes) => Ok(bytes),
                 None => {
                     let permit = this.fetches.clone().acquire_owned().await;
-                    let result = client.layer_range(&fetch_key.0, start..end).await;
+                    let result = client
+                        .layer_range_into(&fetch_key.0, start..end, spare)
+                        .await;
                     drop(permit);
                     if let (Ok(bytes), Some(disk)) = (&result, &this.disk) {
                         // A short answer is an error later on; it must never be kept.
@@ -223,7 +270,7 @@ impl BlockCache {
             if let Ok(bytes) = &result {
                 inner.bytes += bytes.len() as u64;
                 inner.lru.put(fetch_key, bytes.clone());
-                inner.evict_to(this.budget);
+                inner.evict_to(this.budget, 0);
             }
             result
         }
@@ -266,5 +313,44 @@ mod tests {
         m.put(3, 3);
         assert_eq!(m.get(&1), None);
         assert_eq!(m.get(&3), Some(3));
+    }
+
+    fn blocks_holding(block: Bytes) -> Blocks {
+        let mut blocks = Blocks {
+            lru: LruCache::unbounded(),
+            bytes: block.len() as u64,
+            reserved: 0,
+            inflight: HashMap::new(),
+            consumed: VecDeque::new(),
+        };
+        let id: ImageId = "a".repeat(64).parse().expect("valid id");
+        blocks.lru.put((id, 0), block);
+        blocks
+    }
+
+    #[test]
+    fn an_evicted_block_nobody_holds_is_reused() {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(&[7; 1024]);
+        let block = buf.freeze();
+        let ptr = block.as_ptr();
+        let mut blocks = blocks_holding(block);
+        blocks.reserved = 1024;
+        let spare = blocks.evict_to(1024, 1024).expect("a spare buffer");
+        assert_eq!(spare.as_ptr(), ptr, "the same memory, not a copy");
+        assert!(spare.is_empty() || spare.len() == 1024);
+        assert!(spare.capacity() >= 1024);
+        assert_eq!(blocks.bytes, 0);
+    }
+
+    #[test]
+    fn an_evicted_block_still_read_is_not_reused() {
+        let block = Bytes::from(vec![7u8; 1024]);
+        let reader = block.slice(10..20);
+        let mut blocks = blocks_holding(block);
+        blocks.reserved = 1024;
+        assert!(blocks.evict_to(1024, 1024).is_none());
+        assert_eq!(&reader[..], &[7; 10]);
+        assert_eq!(blocks.bytes, 0);
     }
 }
