@@ -5,6 +5,8 @@
 //! - [`BlockCache`]: layer bytes in fixed blocks, LRU within the budget. Layers never change,
 //!   so a block is valid forever. Fetches are single-flight (readers of the same block share one
 //!   ranged GET) and bounded in number, and prefetched blocks count against the same budget.
+//!   A fetch receives into the buffer of a block read past or evicted, so a long read does not
+//!   fault in fresh memory for every block.
 //!   With a disk cache, a block missing from memory is looked for there before any request,
 //!   and every block fetched is also handed to it.
 
@@ -338,7 +340,11 @@ mod tests {
         blocks.reserved = 1024;
         let spare = blocks.evict_to(1024, 1024).expect("a spare buffer");
         assert_eq!(spare.as_ptr(), ptr, "the same memory, not a copy");
-        assert!(spare.is_empty() || spare.len() == 1024);
+        assert_eq!(
+            &spare[..],
+            &[7; 1024][..],
+            "handed over whole; the fetch clears it"
+        );
         assert!(spare.capacity() >= 1024);
         assert_eq!(blocks.bytes, 0);
     }
@@ -352,5 +358,26 @@ mod tests {
         assert!(blocks.evict_to(1024, 1024).is_none());
         assert_eq!(&reader[..], &[7; 10]);
         assert_eq!(blocks.bytes, 0);
+    }
+
+    #[test]
+    fn a_consumed_block_is_reused_once_nobody_holds_it() {
+        let block = Bytes::from(vec![7u8; 1024]);
+        let ptr = block.as_ptr();
+        let reader = block.clone();
+        let mut blocks = blocks_holding(block);
+        let id: ImageId = "a".repeat(64).parse().expect("valid id");
+        blocks.consumed.push_back((id.clone(), 0));
+        assert!(
+            blocks.take_consumed(1024).is_none(),
+            "still held by a reader"
+        );
+        assert_eq!(blocks.consumed.len(), 1, "kept for a later fetch");
+        drop(reader);
+        let spare = blocks.take_consumed(1024).expect("free now");
+        assert_eq!(spare.as_ptr(), ptr);
+        assert_eq!(blocks.bytes, 0);
+        assert!(!blocks.lru.contains(&(id, 0)));
+        assert!(blocks.consumed.is_empty());
     }
 }
