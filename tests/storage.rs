@@ -69,6 +69,7 @@ macro_rules! conformance {
             abort_leaves_nothing,
             dropped_upload_leaves_nothing,
             unfinished_uploads_leave_no_directories,
+            directories_holding_only_deep_objects_are_listed,
             deleted_objects_leave_no_directories,
             overwrite_is_last_writer_wins,
             concurrent_uploads_to_one_key_publish_one_whole_object,
@@ -846,6 +847,39 @@ async fn unfinished_uploads_leave_no_directories(store: Arc<dyn BlobStore>) {
         problems.is_empty(),
         "unfinished uploads show up as directories:\n{}",
         problems.join("\n")
+    );
+}
+
+async fn directories_holding_only_deep_objects_are_listed(store: Arc<dyn BlobStore>) {
+    // The other side of hiding empty directories: one whose objects all lie levels below it
+    // (a repository with tags but no marker yet) is still a directory, at every level above
+    // them; and one with many entries beside its first object is found as cheaply.
+    let store = store.as_ref();
+    let app = repo("erin/app");
+    store
+        .put(
+            &keys::repo_tag(&app, &tag("latest")),
+            Bytes::from(image(1).to_string()),
+        )
+        .await
+        .expect("put");
+    let crowded = repo("erin/crowded");
+    for n in 0..50 {
+        store
+            .put(
+                &keys::repo_tag(&crowded, &tag(&format!("t{n}"))),
+                Bytes::from(image(n).to_string()),
+            )
+            .await
+            .expect("put");
+    }
+    assert_eq!(
+        dir(store, &keys::repositories()).await,
+        listing(&["erin"], &[])
+    );
+    assert_eq!(
+        dir(store, &keys::namespace_dir(&app.namespace)).await,
+        listing(&["app", "crowded"], &[])
     );
 }
 

@@ -115,6 +115,23 @@ impl ObjectBackend {
         }
     }
 
+    /// Whether `prefix` holds an object at any depth, found one level at a time: a recursive
+    /// listing walks, and stats, a whole subtree (every tag of a repository) before it yields
+    /// the first object. A level that cannot be listed counts as holding one, so nothing is
+    /// hidden by a passing error.
+    async fn holds_object(&self, prefix: &Path) -> bool {
+        let mut pending = vec![prefix.clone()];
+        while let Some(dir) = pending.pop() {
+            match self.inner.list_with_delimiter(Some(&dir)).await {
+                Ok(level) if !level.objects.is_empty() => return true,
+                Ok(level) => pending.extend(level.common_prefixes),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
     fn path(key: &Key) -> Path {
         Path::from(key.as_str())
     }
@@ -360,7 +377,7 @@ impl BlobStore for ObjectBackend {
         let mut dirs = Vec::with_capacity(result.common_prefixes.len());
         for prefix in &result.common_prefixes {
             // A directory left behind by an unfinished upload holds no object: not a prefix.
-            if self.prune_empty_dirs && self.inner.list(Some(prefix)).next().await.is_none() {
+            if self.prune_empty_dirs && !self.holds_object(prefix).await {
                 continue;
             }
             if let Some(name) = last(prefix) {
