@@ -3,38 +3,34 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = regfs::cli::Cli::parse();
-    regfs::telemetry::init(cli.verbose);
-    if let regfs::cli::Command::Mount(args) = &cli.command {
-        if args.daemon {
-            // Before any runtime exists: the daemon is a fresh process.
-            return match regfs::cli::daemonize(&args.mountpoint) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("regfs: {e:#}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("regfs: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(regfs::cli::run(cli)) {
+    let log = regfs::telemetry::init(cli.verbose);
+    let result = run(cli);
+    // Queued log lines first, so the error is the last thing printed.
+    drop(log);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("regfs: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn run(cli: regfs::cli::Cli) -> anyhow::Result<()> {
+    if let regfs::cli::Command::Mount(args) = &cli.command {
+        if args.daemon {
+            // Before any runtime exists: the daemon is a fresh process.
+            return regfs::cli::daemonize(&args.mountpoint);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(regfs::cli::run(cli))
 }
