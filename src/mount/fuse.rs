@@ -1,9 +1,10 @@
 //! The `fuser::Filesystem` adapter: a thin wrapper around [`RegistryFs`] so the filesystem logic
 //! is testable without FUSE in the loop.
 //!
-//! Every callback has one shape: copy the arguments, spawn the operation on the async runtime
-//! (so no FUSE thread ever blocks on the network), and reply exactly once from the task, with
-//! the result or with the error's errno.
+//! Every callback has one shape: copy the arguments, [`run`] the operation (it answers at once
+//! when nothing has to wait, and moves to the async runtime when something does, so no FUSE
+//! thread ever blocks on the network), and reply exactly once, with the result or with the
+//! error's errno.
 //!
 //! The one state kept here is fuser's: the backing registrations of layers the kernel reads
 //! itself (FUSE passthrough). Which opens get one is decided by [`RegistryFs::open`].
@@ -112,12 +113,38 @@ impl From<&Attr> for FileAttr {
     }
 }
 
-/// Runs `op` on the runtime and answers an empty reply with its result.
-fn spawn_empty<F>(rt: &Handle, op: &'static str, reply: ReplyEmpty, fut: F)
+/// Drives `fut`, which replies to the kernel itself. It is polled once right here on the FUSE
+/// thread, in the runtime's context: an answer that needs no I/O (attributes in memory, a
+/// cached block, the close of a file open for reading) then goes back at once instead of
+/// queueing behind runtime workers that may be busy streaming layers; a close waited
+/// milliseconds that way. A future that has to wait moves to the runtime as it is, so nothing
+/// its first poll started is lost or done twice.
+fn run<F>(rt: &Handle, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _context = rt.enter();
+    let mut fut = Box::pin(fut);
+    // The runtime polls the task as soon as it is spawned, with a waker of its own, so a
+    // wake-up aimed at this first poll's no-op waker is not missed.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // As in a runtime task, a panic ends only this operation: its reply, dropped with the
+    // future, answers EIO, and the FUSE thread carries on.
+    let first =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+    match first {
+        Ok(std::task::Poll::Pending) => drop(rt.spawn(fut)),
+        Ok(std::task::Poll::Ready(())) => {}
+        Err(_) => tracing::error!("a filesystem operation panicked; it answered EIO"),
+    }
+}
+
+/// Runs `op` and answers an empty reply with its result.
+fn run_empty<F>(rt: &Handle, op: &'static str, reply: ReplyEmpty, fut: F)
 where
     F: std::future::Future<Output = Result<(), FsError>> + Send + 'static,
 {
-    rt.spawn(async move {
+    run(rt, async move {
         match fut.await {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(op, &e)),
@@ -125,12 +152,12 @@ where
     });
 }
 
-/// Runs `op` on the runtime and answers an entry reply with its result.
-fn spawn_entry<F>(rt: &Handle, op: &'static str, reply: ReplyEntry, fut: F)
+/// Runs `op` and answers an entry reply with its result.
+fn run_entry<F>(rt: &Handle, op: &'static str, reply: ReplyEntry, fut: F)
 where
     F: std::future::Future<Output = Result<super::fs::Entry, FsError>> + Send + 'static,
 {
-    rt.spawn(async move {
+    run(rt, async move {
         match fut.await {
             Ok(e) => reply.entry(&e.ttl, &FileAttr::from(&e.attr), Generation(0)),
             Err(e) => reply.error(errno(op, &e)),
@@ -197,7 +224,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        spawn_entry(&self.rt, "lookup", reply, async move {
+        run_entry(&self.rt, "lookup", reply, async move {
             // A name that is not UTF-8 cannot exist here.
             let name = utf8(&name).map_err(|_| FsError::NotFound)?;
             fs.lookup(parent.0, &name).await
@@ -210,7 +237,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             match fs.getattr(ino.0).await {
                 Ok(e) => reply.attr(&e.ttl, &FileAttr::from(&e.attr)),
                 Err(e) => reply.error(errno("getattr", &e)),
@@ -220,7 +247,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(target.as_bytes()),
                 Err(e) => reply.error(errno("readlink", &e)),
@@ -234,7 +261,7 @@ impl fuser::Filesystem for FuseAdapter {
         let opener = write.then(|| thread_group(req.pid())).flatten();
         let fs = self.fs.clone();
         let backing = self.backing.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             match fs.open(ino.0, write, truncate).await {
                 Ok(o) => {
                     if let Some(process) = opener {
@@ -280,7 +307,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno("read", &e)),
@@ -304,7 +331,7 @@ impl fuser::Filesystem for FuseAdapter {
             Some(owner) if owner == req.pid() => Some(owner),
             Some(_) => thread_group(req.pid()),
         };
-        spawn_empty(&self.rt, "flush", reply, async move {
+        run_empty(&self.rt, "flush", reply, async move {
             fs.flush_from(fh.0, process).await
         });
     }
@@ -319,7 +346,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // fsync pushes what is pending, like the close of the file would.
         let fs = self.fs.clone();
-        spawn_empty(
+        run_empty(
             &self.rt,
             "fsync",
             reply,
@@ -339,7 +366,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         lock(&self.backing).release(fh.0);
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             fs.release(fh.0).await;
             reply.ok();
         });
@@ -358,7 +385,7 @@ impl fuser::Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let name = name.to_owned();
         let opener = thread_group(req.pid());
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             let Some(name) = name.to_str() else {
                 return reply.error(Errno::EINVAL);
             };
@@ -395,7 +422,7 @@ impl fuser::Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         // The one copy out of fuser's request buffer; the upload queue shares it from here.
         let data = bytes::Bytes::copy_from_slice(data);
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
@@ -422,7 +449,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             let changed = match size {
                 Some(size) => fs.truncate(fh.map(|f| f.0), ino.0, size),
                 // Times and modes are not stored; accepted where content may change, so
@@ -454,7 +481,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        spawn_entry(&self.rt, "mkdir", reply, async move {
+        run_entry(&self.rt, "mkdir", reply, async move {
             fs.mkdir(parent.0, &utf8(&name)?).await
         });
     }
@@ -469,7 +496,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let (name, target) = (link_name.to_owned(), target.to_owned());
-        spawn_entry(&self.rt, "symlink", reply, async move {
+        run_entry(&self.rt, "symlink", reply, async move {
             fs.symlink(parent.0, &utf8(&name)?, &utf8(target.as_os_str())?)
                 .await
         });
@@ -478,7 +505,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        spawn_empty(&self.rt, "unlink", reply, async move {
+        run_empty(&self.rt, "unlink", reply, async move {
             fs.unlink(parent.0, &utf8(&name).map_err(|_| FsError::NotFound)?)
                 .await
         });
@@ -487,7 +514,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_owned();
-        spawn_empty(&self.rt, "rmdir", reply, async move {
+        run_empty(&self.rt, "rmdir", reply, async move {
             fs.rmdir(parent.0, &utf8(&name).map_err(|_| FsError::NotFound)?)
                 .await
         });
@@ -509,7 +536,7 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let fs = self.fs.clone();
         let (name, newname) = (name.to_owned(), newname.to_owned());
-        spawn_empty(&self.rt, "rename", reply, async move {
+        run_empty(&self.rt, "rename", reply, async move {
             fs.rename(parent.0, &utf8(&name)?, newparent.0, &utf8(&newname)?)
                 .await
         });
@@ -517,7 +544,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run(&self.rt, async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("opendir", &e)),
@@ -649,4 +676,55 @@ fn thread_group(tid: u32) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn an_operation_with_nothing_to_wait_for_answers_on_the_calling_thread() {
+        let rt = runtime();
+        let (tx, rx) = mpsc::channel();
+        run(rt.handle(), async move {
+            let _ = tx.send(std::thread::current().id());
+        });
+        assert_eq!(rx.try_recv(), Ok(std::thread::current().id()));
+    }
+
+    #[test]
+    fn an_operation_that_waits_finishes_on_the_runtime() {
+        let rt = runtime();
+        let (wake, woken) = tokio::sync::oneshot::channel::<u32>();
+        let (tx, rx) = mpsc::channel();
+        run(rt.handle(), async move {
+            // A timer and a channel, both first polled off the runtime's threads.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = tx.send(woken.await);
+        });
+        assert!(rx.try_recv().is_err(), "it had to wait");
+        wake.send(7).expect("send");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(7)));
+    }
+
+    #[test]
+    fn a_panicking_operation_does_not_unwind_into_the_caller() {
+        let rt = runtime();
+        run(rt.handle(), async { panic!("an operation's bug") });
+        let (tx, rx) = mpsc::channel();
+        run(rt.handle(), async move {
+            let _ = tx.send(());
+        });
+        assert_eq!(rx.try_recv(), Ok(()), "the thread carries on");
+    }
 }
