@@ -283,7 +283,8 @@ async fn readdir_lists_every_level_and_readlink_resolves() {
         names(&fs, ino(&fs, "repositories/alice/app").await).await,
         ["images", "tags"]
     );
-    let tags = list(&fs, ino(&fs, "repositories/alice/app/tags").await).await;
+    let tags_dir = ino(&fs, "repositories/alice/app/tags").await;
+    let tags = list(&fs, tags_dir).await;
     assert_eq!(
         tags.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
         ["latest", "v1"]
@@ -292,6 +293,10 @@ async fn readdir_lists_every_level_and_readlink_resolves() {
         assert_eq!(d.entry.attr.kind, Kind::File);
         assert_eq!(d.entry.attr.size, 65);
         assert_eq!(d.entry.attr.perm, 0o644);
+        // Tag entries are built from the listing alone; a lookup must agree with them.
+        let looked_up = fs.lookup(tags_dir, &d.name).await.expect("lookup");
+        assert_eq!(looked_up.attr, d.entry.attr, "{}", d.name);
+        assert_eq!(looked_up.ttl, d.entry.ttl, "{}", d.name);
     }
     let links = list(&fs, ino(&fs, "repositories/alice/app/images").await).await;
     assert_eq!(

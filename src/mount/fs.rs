@@ -25,6 +25,8 @@ use crate::client::{ClientError, ImageInfo, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
 pub use passthrough::Passthrough;
 
+/// Bytes of a tag file, and of each line of an ancestry file: an image id and a newline.
+const ID_LINE_LEN: u64 = 65;
 /// How long the kernel may keep attributes of things that never change.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Largest window of layer bytes fetched ahead of a sequential reader.
@@ -414,7 +416,7 @@ impl RegistryFs {
                 if let Some(len) = self.pending_tag_len(node) {
                     (Kind::File, len, SystemTime::now(), short)
                 } else if self.repo_tags(r).await?.contains_key(t) {
-                    (Kind::File, 65, self.started, short)
+                    (Kind::File, ID_LINE_LEN, self.started, short)
                 } else {
                     return Err(FsError::NotFound);
                 }
@@ -439,7 +441,9 @@ impl RegistryFs {
                 let size = match file {
                     ImageFile::Json => info.json.len() as u64,
                     ImageFile::Layer => info.layer_size,
-                    ImageFile::Ancestry => 65 * self.image_ancestry(id).await?.len() as u64,
+                    ImageFile::Ancestry => {
+                        ID_LINE_LEN * self.image_ancestry(id).await?.len() as u64
+                    }
                 };
                 (
                     Kind::File,
@@ -466,13 +470,26 @@ impl RegistryFs {
                 (Kind::File, size, self.started, short)
             }
         };
+        Ok(self.entry(node, ino, kind, size, mtime, ttl))
+    }
+
+    /// The entry of a node known to exist, from the facts that vary between nodes.
+    fn entry(
+        &self,
+        node: &Node,
+        ino: u64,
+        kind: Kind,
+        size: u64,
+        mtime: SystemTime,
+        ttl: Duration,
+    ) -> Entry {
         let perm = match (kind, node) {
             (Kind::Dir, _) => 0o755,
             (Kind::Symlink, _) => 0o777,
             (Kind::File, Node::Tag(..)) => 0o644,
             (Kind::File, _) => 0o444,
         };
-        Ok(Entry {
+        Entry {
             attr: Attr {
                 ino,
                 kind,
@@ -483,7 +500,41 @@ impl RegistryFs {
                 gid: self.config.gid,
             },
             ttl,
-        })
+        }
+    }
+
+    /// The entries of a tags directory straight from its listing: every tag's attributes follow
+    /// from the listing itself, and a repository may have thousands. `None` while a tag of the
+    /// repository is being written, whose entry [`RegistryFs::stat`] knows better.
+    fn tag_entries(&self, repo: &RepoRef, tags: &BTreeMap<Tag, ImageId>) -> Option<Vec<DirEntry>> {
+        let writing = lock(&self.handles)
+            .values()
+            .any(|h| h.tag_write.is_some() && matches!(&h.node, Node::Tag(r, _) if r == repo));
+        if writing {
+            return None;
+        }
+        let nodes: Vec<Node> = tags
+            .keys()
+            .map(|t| Node::Tag(repo.clone(), t.clone()))
+            .collect();
+        let inos = self.inodes.peek_all(&nodes);
+        Some(
+            nodes
+                .iter()
+                .zip(inos)
+                .map(|(node, ino)| DirEntry {
+                    name: node_name(node),
+                    entry: self.entry(
+                        node,
+                        ino,
+                        Kind::File,
+                        ID_LINE_LEN,
+                        self.started,
+                        self.config.ttl,
+                    ),
+                })
+                .collect(),
+        )
     }
 
     /// `lookup`: the child `name` of directory `parent`, counting a kernel reference.
@@ -552,12 +603,15 @@ impl RegistryFs {
                 self.repo_tags(r).await?;
                 vec![Node::RepoImages(r.clone()), Node::Tags(r.clone())]
             }
-            Node::Tags(r) => self
-                .repo_tags(r)
-                .await?
-                .keys()
-                .map(|t| Node::Tag(r.clone(), t.clone()))
-                .collect(),
+            Node::Tags(r) => {
+                let tags = self.repo_tags(r).await?;
+                if let Some(entries) = self.tag_entries(r, &tags) {
+                    return Ok(entries);
+                }
+                tags.keys()
+                    .map(|t| Node::Tag(r.clone(), t.clone()))
+                    .collect()
+            }
             Node::RepoImages(r) => {
                 self.repo_tags(r).await?;
                 self.repo_image_list(r)

@@ -76,25 +76,14 @@ impl InodeTable {
         self.get_or_insert(node, 0)
     }
 
-    fn get_or_insert(&self, node: &Node, lookups: u64) -> u64 {
+    /// [`InodeTable::peek`] for many nodes under one lock (a listing of thousands).
+    pub fn peek_all(&self, nodes: &[Node]) -> Vec<u64> {
         let mut t = self.lock();
-        if let Some(&ino) = t.by_node.get(node) {
-            if let Some(e) = t.by_ino.get_mut(&ino) {
-                e.lookups += lookups;
-            }
-            return ino;
-        }
-        let ino = t.next;
-        t.next += 1;
-        t.by_node.insert(node.clone(), ino);
-        t.by_ino.insert(
-            ino,
-            Entry {
-                node: node.clone(),
-                lookups,
-            },
-        );
-        ino
+        nodes.iter().map(|n| t.get_or_insert(n, 0)).collect()
+    }
+
+    fn get_or_insert(&self, node: &Node, lookups: u64) -> u64 {
+        self.lock().get_or_insert(node, lookups)
     }
 
     /// Counts one more kernel reference to an existing inode.
@@ -131,6 +120,28 @@ impl InodeTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Table {
+    fn get_or_insert(&mut self, node: &Node, lookups: u64) -> u64 {
+        if let Some(&ino) = self.by_node.get(node) {
+            if let Some(e) = self.by_ino.get_mut(&ino) {
+                e.lookups += lookups;
+            }
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.by_node.insert(node.clone(), ino);
+        self.by_ino.insert(
+            ino,
+            Entry {
+                node: node.clone(),
+                lookups,
+            },
+        );
+        ino
     }
 }
 
