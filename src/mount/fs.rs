@@ -416,7 +416,7 @@ impl RegistryFs {
                 if let Some(len) = self.pending_tag_len(node) {
                     (Kind::File, len, SystemTime::now(), short)
                 } else if self.repo_tags(r).await?.contains_key(t) {
-                    (Kind::File, ID_LINE_LEN, self.started, short)
+                    return Ok(self.listed_tag(node, ino));
                 } else {
                     return Err(FsError::NotFound);
                 }
@@ -503,6 +503,19 @@ impl RegistryFs {
         }
     }
 
+    /// The entry of a tag the registry lists (not one being written): both `stat` and
+    /// [`RegistryFs::tag_entries`] answer with it, so a listing and a lookup agree.
+    fn listed_tag(&self, node: &Node, ino: u64) -> Entry {
+        self.entry(
+            node,
+            ino,
+            Kind::File,
+            ID_LINE_LEN,
+            self.started,
+            self.config.ttl,
+        )
+    }
+
     /// The entries of a tags directory straight from its listing: every tag's attributes follow
     /// from the listing itself, and a repository may have thousands. `None` while a tag of the
     /// repository is being written, whose entry [`RegistryFs::stat`] knows better.
@@ -524,14 +537,7 @@ impl RegistryFs {
                 .zip(inos)
                 .map(|(node, ino)| DirEntry {
                     name: node_name(node),
-                    entry: self.entry(
-                        node,
-                        ino,
-                        Kind::File,
-                        ID_LINE_LEN,
-                        self.started,
-                        self.config.ttl,
-                    ),
+                    entry: self.listed_tag(node, ino),
                 })
                 .collect(),
         )
