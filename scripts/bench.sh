@@ -19,8 +19,9 @@
 #            with --cache-dir (a layer read whole is opened by FUSE passthrough); the
 #            first byte on a fresh mount, what `head -c 1` does timed inside the
 #            reading process, vs curl's time_starttransfer, which also leaves out
-#            its process start-up (<= 1.5x + 1 ms; the whole `head -c 1` is shown); `ls -l` of 1,000 tags on a fresh mount vs the
-#            tags API call's time_total (<= 2x); the daemon's VmHWM during the
+#            its process start-up (<= 1.5x + 1 ms; the whole `head -c 1` is
+#            shown); `ls -l` of 1,000 tags on a fresh mount vs the tags API call's
+#            time_total (<= 2x); the daemon's VmHWM during the
 #            4 readers (<= --cache-size + 64 MiB).
 #            "Cold" = a fresh mount (empty kernel and daemon caches), then
 #            `sync; echo 3 > /proc/sys/vm/drop_caches`, then the image's files in

@@ -853,7 +853,7 @@ async fn unfinished_uploads_leave_no_directories(store: Arc<dyn BlobStore>) {
 async fn directories_holding_only_deep_objects_are_listed(store: Arc<dyn BlobStore>) {
     // The other side of hiding empty directories: one whose objects all lie levels below it
     // (a repository with tags but no marker yet) is still a directory, at every level above
-    // them; and one with many entries beside its first object is found as cheaply.
+    // them, however many objects it holds.
     let store = store.as_ref();
     let app = repo("erin/app");
     store
