@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
@@ -61,6 +61,17 @@ pub struct ImageInfo {
     pub parent: Option<ImageId>,
     /// The json's `created` time, if it parses.
     pub created: Option<std::time::SystemTime>,
+}
+
+/// Largest JSON answer read whole (a listing of many tags or repositories).
+const JSON_LIMIT: usize = 64 * 1024 * 1024;
+
+/// A tag as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTag {
+    pub id: ImageId,
+    /// When the tag last changed, from registries that say ([`v1::TAGS_WITH_TIMES`]).
+    pub updated: Option<SystemTime>,
 }
 
 /// Settings of a client.
@@ -152,8 +163,18 @@ impl RegistryClient {
         path: &str,
         limit: usize,
     ) -> Result<(reqwest::header::HeaderMap, Bytes)> {
+        self.fetch_body(|| self.request(Method::GET, path), limit)
+            .await
+    }
+
+    /// Sends an idempotent request and reads its whole body, within one deadline.
+    async fn fetch_body(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        limit: usize,
+    ) -> Result<(reqwest::header::HeaderMap, Bytes)> {
         let deadline = Instant::now() + self.timeout;
-        let res = self.get(path).await?;
+        let res = self.send_retrying(build).await?;
         let headers = res.headers().clone();
         let left = deadline.saturating_duration_since(Instant::now());
         let body = tokio::time::timeout(left, read_limited(res, limit, BytesMut::new()))
@@ -163,7 +184,7 @@ impl RegistryClient {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let (_, body) = self.get_body(path, 64 * 1024 * 1024).await?;
+        let (_, body) = self.get_body(path, JSON_LIMIT).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -189,14 +210,44 @@ impl RegistryClient {
         Ok(res.results)
     }
 
-    /// A repository's tags.
-    pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<Tag, ImageId>> {
-        let raw: BTreeMap<String, String> = self
-            .get_json(&format!("/v1/repositories/{repo}/tags"))
+    /// A repository's tags, with the time each last changed where the registry lists it.
+    pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<Tag, ListedTag>> {
+        let path = format!("/v1/repositories/{repo}/tags");
+        let accept = format!("{}, application/json;q=0.9", v1::TAGS_WITH_TIMES);
+        let (headers, body) = self
+            .fetch_body(
+                || {
+                    self.request(Method::GET, &path)
+                        .header(reqwest::header::ACCEPT, &accept)
+                },
+                JSON_LIMIT,
+            )
             .await?;
-        Ok(raw
+        let with_times = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case(v1::TAGS_WITH_TIMES));
+        let protocol = |e: serde_json::Error| ClientError::Protocol(e.to_string());
+        let listed: Vec<(String, String, Option<i64>)> = if with_times {
+            let raw: BTreeMap<String, v1::ListedTag> =
+                serde_json::from_slice(&body).map_err(protocol)?;
+            raw.into_iter()
+                .map(|(t, l)| (t, l.id, l.last_update))
+                .collect()
+        } else {
+            let raw: BTreeMap<String, String> = serde_json::from_slice(&body).map_err(protocol)?;
+            raw.into_iter().map(|(t, id)| (t, id, None)).collect()
+        };
+        Ok(listed
             .into_iter()
-            .filter_map(|(t, id)| Some((t.parse().ok()?, id.parse().ok()?)))
+            .filter_map(|(t, id, updated)| {
+                let updated = updated
+                    .and_then(|s| u64::try_from(s).ok())
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+                let id = id.parse().ok()?;
+                Some((t.parse().ok()?, ListedTag { id, updated }))
+            })
             .collect())
     }
 

@@ -34,6 +34,20 @@ pub struct SearchResponse {
     pub results: Vec<SearchResult>,
 }
 
+/// The media type a client names in `Accept` to have each tag's last update listed with it:
+/// `{"<tag>": {"id": "<image id>", "last_update": <unix>}}`. A registry that does not know it
+/// sends the plain `{"<tag>": "<image id>"}` map, told apart by its Content-Type, so a client
+/// can ask any registry.
+pub const TAGS_WITH_TIMES: &str = "application/vnd.regfs.tags.v1+json";
+
+/// One entry of a [`TAGS_WITH_TIMES`] listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedTag {
+    pub id: String,
+    #[serde(default)]
+    pub last_update: Option<i64>,
+}
+
 /// Tag metadata (`GET .../tags/<tag>/json`), parsed from the pusher's User-Agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagInfo {

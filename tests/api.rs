@@ -27,6 +27,59 @@ async fn ping_answers_on_both_paths_with_registry_headers() {
     assert!(r.header("docker-distribution-api-version").is_none());
 }
 
+/// The tags listing is the reference's plain map unless a client asks, by `Accept`, for the
+/// listing with each tag's last update; either way it says which it is and that it varies.
+#[tokio::test]
+async fn the_tags_listing_gives_last_updates_to_a_client_that_asks() {
+    let server = TestServer::start();
+    let c = server.client();
+    assert_eq!(c.register("alice", "secret1").await.status, 201);
+    let alice = Auth::basic("alice", "secret1");
+    let img = Image::new("base", 1_000);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    c.push_repo("alice/app", std::slice::from_ref(&img), "v1", &alice)
+        .await;
+    let path = "/v1/repositories/alice/app/tags";
+    let last_update = c.get(&format!("{path}/v1/json"), &no_auth()).await.json()["last_update"]
+        .as_i64()
+        .expect("last_update");
+    assert!(last_update >= before, "{last_update} < {before}");
+
+    let plain = c.get(path, &no_auth()).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        plain.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(plain.header("vary").as_deref(), Some("accept"));
+    assert_eq!(plain.json(), serde_json::json!({"v1": img.id}));
+
+    let media = "application/vnd.regfs.tags.v1+json";
+    for accept in [
+        media.to_string(),
+        format!("text/plain, {media}; q=0.8, application/json; q=0.5"),
+    ] {
+        let rb = c.request("GET", path).header("Accept", &accept);
+        let timed = c.send(rb, &no_auth()).await;
+        assert_eq!(timed.status, 200, "{accept}");
+        assert_eq!(timed.header("content-type").as_deref(), Some(media));
+        assert_eq!(timed.header("vary").as_deref(), Some("accept"));
+        assert_eq!(
+            timed.json(),
+            serde_json::json!({"v1": {"id": img.id, "last_update": last_update}}),
+            "{accept}"
+        );
+    }
+    for accept in ["*/*", "application/json", &format!("{media};q=0")] {
+        let rb = c.request("GET", path).header("Accept", accept);
+        let r = c.send(rb, &no_auth()).await;
+        assert_eq!(r.json(), serde_json::json!({"v1": img.id}), "{accept}");
+    }
+}
+
 #[tokio::test]
 async fn push_then_pull_roundtrips_a_user_repository() {
     let server = TestServer::start();

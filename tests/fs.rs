@@ -1484,9 +1484,9 @@ async fn bytes_read_once_are_served_from_cache() {
 }
 
 /// MOUNT.md: "Modification times come from the image JSON's `created` and the tag's
-/// `last_update` where known." The registry knows `last_update` (`GET .../tags/<tag>/json`).
+/// `last_update` where known." The registry knows `last_update` (`GET .../tags/<tag>/json`), and
+/// a listing, a lookup and the repository's own time agree on it.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a tag's mtime is the mount's start time, not the tag's last_update"]
 async fn a_tag_mtime_is_its_last_update() {
     let f = fixture().await;
     let c = f.server.client();
@@ -1506,14 +1506,62 @@ async fn a_tag_mtime_is_its_last_update() {
         .await
         .json();
     let last_update = info["last_update"].as_u64().expect("last_update");
+    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     let tag = walk(&fs, "repositories/alice/app/tags/moved")
         .await
         .unwrap();
-    let mtime = tag
-        .attr
-        .mtime
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert_eq!(mtime, last_update);
+    assert_eq!(unix(tag.attr.mtime), last_update);
+
+    let tags = ino(&fs, "repositories/alice/app/tags").await;
+    let listed = list(&fs, tags).await;
+    let moved = listed.iter().find(|d| d.name == "moved").expect("listed");
+    assert_eq!(unix(moved.entry.attr.mtime), last_update);
+    // The newest tag changed last, so the repository did.
+    for dir in ["repositories/alice/app", "repositories/alice/app/tags"] {
+        let e = walk(&fs, dir).await.unwrap();
+        assert_eq!(unix(e.attr.mtime), last_update, "{dir}");
+    }
+}
+
+/// A registry that knows only the plain tags map (the reference's) is asked for times, answers
+/// without them, and is still listed; its tags keep one time, the mount's start.
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_of_a_registry_without_times_are_listed() {
+    let id = Image::new("plain", 10).id;
+    let want = format!("{id}\n");
+    let asked_for_times = Arc::new(AtomicBool::new(false));
+    let asked = asked_for_times.clone();
+    let fake = FakeRegistry::new(Arc::new(move |method, path, headers| {
+        match (method, path) {
+            ("GET", p) if p.starts_with("/v1/search") => FakeReply::ok(
+                r#"{"query": "", "num_results": 1,
+                    "results": [{"name": "library/plain", "description": ""}]}"#,
+            ),
+            ("GET", "/v1/repositories/library/plain/tags") => {
+                if headers.contains("application/vnd.regfs.tags.v1+json") {
+                    asked.store(true, Ordering::SeqCst);
+                }
+                FakeReply {
+                    status: 200,
+                    headers: vec![("Content-Type".into(), "application/json".into())],
+                    body: format!("{{\"v1\": \"{id}\", \"bad tag!\": \"{id}\"}}").into_bytes(),
+                }
+            }
+            _ => FakeReply::status(404),
+        }
+    }));
+    let before = SystemTime::now();
+    let fs = default_fs(&fake.url());
+    let tags = ino(&fs, "repositories/library/plain/tags").await;
+    assert!(asked_for_times.load(Ordering::SeqCst));
+    let listed = list(&fs, tags).await;
+    let names: Vec<&str> = listed.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["v1"], "a name that is not a valid tag is left out");
+    let tag = walk(&fs, "repositories/library/plain/tags/v1")
+        .await
+        .unwrap();
+    assert_eq!(tag.attr.mtime, listed[0].entry.attr.mtime);
+    assert!(tag.attr.mtime >= before - Duration::from_secs(1));
+    assert!(tag.attr.mtime <= SystemTime::now());
+    assert_eq!(read_all(&fs, tag.attr.ino, 4096).await, want.into_bytes());
 }

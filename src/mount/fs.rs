@@ -21,7 +21,7 @@ use super::tree::{ImageFile, Kind, Node};
 mod passthrough;
 mod push;
 mod write;
-use crate::client::{ClientError, ImageInfo, RegistryClient};
+use crate::client::{ClientError, ImageInfo, ListedTag, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
 pub use passthrough::Passthrough;
 
@@ -167,7 +167,7 @@ pub struct RegistryFs {
     images: TtlMap<ImageId, Arc<ImageInfo>>,
     ancestry: TtlMap<ImageId, Arc<Vec<ImageId>>>,
     repos: TtlMap<(), Arc<Vec<RepoRef>>>,
-    tags: TtlMap<RepoRef, Arc<BTreeMap<Tag, ImageId>>>,
+    tags: TtlMap<RepoRef, Arc<BTreeMap<Tag, ListedTag>>>,
     repo_images: TtlMap<RepoRef, Arc<Vec<ImageId>>>,
     search: TtlMap<String, Bytes>,
     /// Namespaces made with `mkdir` that hold no repository yet (visible to this mount only).
@@ -329,7 +329,7 @@ impl RegistryFs {
             .await
     }
 
-    async fn repo_tags(&self, repo: &RepoRef) -> Result<Arc<BTreeMap<Tag, ImageId>>> {
+    async fn repo_tags(&self, repo: &RepoRef) -> Result<Arc<BTreeMap<Tag, ListedTag>>> {
         self.tags
             .get_or_fetch(repo, async {
                 self.client.tags(repo).await.map(Arc::new).map_err(absent)
@@ -407,7 +407,13 @@ impl RegistryFs {
                 }
                 (Kind::Dir, 0, self.started, short)
             }
-            Node::Repo(r) | Node::Tags(r) | Node::RepoImages(r) => {
+            Node::Repo(r) | Node::Tags(r) => {
+                // A repository changes when a tag does: the newest tag's time, where known.
+                let tags = self.repo_tags(r).await?;
+                let newest = tags.values().filter_map(|t| t.updated).max();
+                (Kind::Dir, 0, newest.unwrap_or(self.started), short)
+            }
+            Node::RepoImages(r) => {
                 self.repo_tags(r).await?;
                 (Kind::Dir, 0, self.started, short)
             }
@@ -415,8 +421,8 @@ impl RegistryFs {
                 // A tag being written exists, with what has been written so far.
                 if let Some(len) = self.pending_tag_len(node) {
                     (Kind::File, len, SystemTime::now(), short)
-                } else if self.repo_tags(r).await?.contains_key(t) {
-                    return Ok(self.listed_tag(node, ino));
+                } else if let Some(listed) = self.repo_tags(r).await?.get(t) {
+                    return Ok(self.listed_tag(node, ino, listed));
                 } else {
                     return Err(FsError::NotFound);
                 }
@@ -505,13 +511,13 @@ impl RegistryFs {
 
     /// The entry of a tag the registry lists (not one being written): both `stat` and
     /// [`RegistryFs::tag_entries`] answer with it, so a listing and a lookup agree.
-    fn listed_tag(&self, node: &Node, ino: u64) -> Entry {
+    fn listed_tag(&self, node: &Node, ino: u64, listed: &ListedTag) -> Entry {
         self.entry(
             node,
             ino,
             Kind::File,
             ID_LINE_LEN,
-            self.started,
+            listed.updated.unwrap_or(self.started),
             self.config.ttl,
         )
     }
@@ -519,7 +525,11 @@ impl RegistryFs {
     /// The entries of a tags directory straight from its listing: every tag's attributes follow
     /// from the listing itself, and a repository may have thousands. `None` while a tag of the
     /// repository is being written, whose entry [`RegistryFs::stat`] knows better.
-    fn tag_entries(&self, repo: &RepoRef, tags: &BTreeMap<Tag, ImageId>) -> Option<Vec<DirEntry>> {
+    fn tag_entries(
+        &self,
+        repo: &RepoRef,
+        tags: &BTreeMap<Tag, ListedTag>,
+    ) -> Option<Vec<DirEntry>> {
         let writing = lock(&self.handles)
             .values()
             .any(|h| h.tag_write.is_some() && matches!(&h.node, Node::Tag(r, _) if r == repo));
@@ -535,9 +545,10 @@ impl RegistryFs {
             nodes
                 .iter()
                 .zip(inos)
-                .map(|(node, ino)| DirEntry {
+                .zip(tags.values())
+                .map(|((node, ino), listed)| DirEntry {
                     name: node_name(node),
-                    entry: self.listed_tag(node, ino),
+                    entry: self.listed_tag(node, ino, listed),
                 })
                 .collect(),
         )
@@ -752,8 +763,8 @@ impl RegistryFs {
         let content = match &node {
             Node::Tag(r, t) => {
                 let tags = self.repo_tags(r).await?;
-                let id = tags.get(t).ok_or(FsError::NotFound)?;
-                Some(Bytes::from(format!("{id}\n")))
+                let listed = tags.get(t).ok_or(FsError::NotFound)?;
+                Some(Bytes::from(format!("{}\n", listed.id)))
             }
             Node::ImageFile(id, ImageFile::Json) => Some(self.image(id).await?.json.clone()),
             Node::ImageFile(id, ImageFile::Ancestry) => {

@@ -212,15 +212,22 @@ impl Registry {
 
     /// All tags of a repository, `tag -> image id`.
     pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .tag_records(repo)
+            .await?
+            .into_iter()
+            .map(|(name, t)| (name, t.id))
+            .collect())
+    }
+
+    /// All tags of a repository with their records (image id and metadata).
+    pub async fn tag_records(&self, repo: &RepoRef) -> Result<BTreeMap<String, TagRecord>> {
         let prefix = keys::repo_tags(repo);
         let listing = self.repo_listing(repo, &prefix).await?;
         let records = self
             .read_records(listing, &prefix, &self.inner.tag_records)
             .await?;
-        Ok(records
-            .into_iter()
-            .map(|(name, t): (String, TagRecord)| (name, t.id))
-            .collect())
+        Ok(records.into_iter().collect())
     }
 
     /// One tag.

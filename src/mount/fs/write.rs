@@ -123,7 +123,7 @@ impl RegistryFs {
             Vec::new()
         } else {
             match self.repo_tags(repo).await?.get(tag) {
-                Some(id) => format!("{id}\n").into_bytes(),
+                Some(listed) => format!("{}\n", listed.id).into_bytes(),
                 None => Vec::new(),
             }
         };
@@ -478,7 +478,7 @@ impl RegistryFs {
             .repo_tags(from_repo)
             .await?
             .get(from_tag)
-            .cloned()
+            .map(|listed| listed.id.clone())
             .ok_or(FsError::NotFound)?;
         self.set_tag(&to_repo, &to_tag, &id).await?;
         self.invalidate_repo(&to_repo);

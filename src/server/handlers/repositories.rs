@@ -1,5 +1,7 @@
 //! Repositories (index side: create, delete, image lists, tokens) and tags (registry side).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use warp::http::{HeaderMap, StatusCode, header};
 use warp::reply::Response;
@@ -171,11 +173,31 @@ pub async fn put_auth(state: &AppState, req: Request, repo: RepoRef) -> Result<R
     }
 }
 
-/// GET /v1/repositories/<ns>/<repo>/tags
+/// GET /v1/repositories/<ns>/<repo>/tags: the plain `tag -> id` map, or with each tag's last
+/// update for a client that asks for [`v1::TAGS_WITH_TIMES`].
 pub async fn get_tags(state: &AppState, req: Request, repo: RepoRef) -> Result<Response, ApiError> {
     caller(state, &req.headers, false).await?;
-    let tags = state.registry.tags(&repo).await?;
-    Ok(reply::json(StatusCode::OK, &tags))
+    let records = state.registry.tag_records(&repo).await?;
+    let mut res = if reply::accepts(&req.headers, v1::TAGS_WITH_TIMES) {
+        let listed: BTreeMap<String, v1::ListedTag> = records
+            .into_iter()
+            .map(|(name, t)| {
+                let listed = v1::ListedTag {
+                    id: t.id,
+                    last_update: t.info.last_update,
+                };
+                (name, listed)
+            })
+            .collect();
+        reply::json_as(StatusCode::OK, &listed, v1::TAGS_WITH_TIMES)
+    } else {
+        let plain: BTreeMap<String, String> =
+            records.into_iter().map(|(name, t)| (name, t.id)).collect();
+        reply::json(StatusCode::OK, &plain)
+    };
+    res.headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("accept"));
+    Ok(res)
 }
 
 fn parse_tag(tag: &str) -> Result<Tag, ApiError> {
