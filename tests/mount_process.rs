@@ -323,7 +323,8 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn fusermount_u_from_outside_ends_the_process_cleanly() {
-    let mut m = MountProcess::start(&embedded(&["--memory"]), &[]);
+    // Verbose, so that a warning about the unmount would show.
+    let mut m = MountProcess::start(&embedded(&["--memory", "-v"]), &[]);
     m.wait_ready();
     assert_eq!(ls(&m.mountpoint).unwrap().len(), 3);
     let url = m.url.clone();
@@ -333,6 +334,7 @@ fn fusermount_u_from_outside_ends_the_process_cleanly() {
     assert_eq!(status.code(), Some(0), "{status}\n{}", m.log());
     assert!(!is_mounted(&m.mountpoint));
     assert!(!answers(&url), "the embedded registry stopped too");
+    assert!(!m.log().contains("WARN"), "{}", m.log());
 }
 
 #[test]

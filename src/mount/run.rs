@@ -82,7 +82,11 @@ impl Mounted {
             return Ok(());
         };
         if session.guard.is_finished() {
-            let _ = session.join();
+            // Unmounted from outside. Dropping the session would try the unmount again and
+            // log its expected failure as a warning; asking for it here keeps that quiet.
+            if let Err(e) = session.umount_and_join() {
+                tracing::debug!(error = %e, "already unmounted");
+            }
             return Ok(());
         }
         match session.umount_and_join() {
