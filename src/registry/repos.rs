@@ -210,16 +210,6 @@ impl Registry {
         Ok(())
     }
 
-    /// All tags of a repository, `tag -> image id`.
-    pub async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<String, String>> {
-        Ok(self
-            .tag_records(repo)
-            .await?
-            .into_iter()
-            .map(|(name, t)| (name, t.id))
-            .collect())
-    }
-
     /// All tags of a repository with their records (image id and metadata).
     pub async fn tag_records(&self, repo: &RepoRef) -> Result<BTreeMap<String, TagRecord>> {
         let prefix = keys::repo_tags(repo);
