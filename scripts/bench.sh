@@ -13,7 +13,9 @@
 #            1 GiB layer PUT, and peak server RSS over idle.
 #   mount    `regfs mount --registry` of a separate `regfs serve --storage`, on
 #            loopback; each figure against a baseline from the same run:
-#            1 GiB layer `cat`, cold, vs curl of the layer URL (>= 0.9x);
+#            1 GiB layer `cat`, cold, vs curl of the layer URL (>= 0.9x), also
+#            through the embedded default (`regfs mount --storage` of the same
+#            storage, whose layer opens pass through to the stored files);
 #            4 `cat`s of 4 layers at once vs 4 curls (>= 0.9x aggregate);
 #            cached re-read vs a local file in the page cache (>= 0.9x), also
 #            with --cache-dir (a layer read whole is opened by FUSE passthrough); the
@@ -831,10 +833,16 @@ MOUNT_ENV=() # extra VAR=value for the daemon's environment (a section may set i
 start_mount() {
   local dir=$1 i
   shift
-  local -a envs=("${MOUNT_ENV[@]}")
+  local -a envs=("${MOUNT_ENV[@]}") registry=(--registry "$SERVER_URL")
   [[ $ACCESS_LOG == 1 ]] || envs+=(RUST_LOG=warn)
   is_mounted "$dir" && die "$dir is already mounted"
-  env "${envs[@]}" "$BIN" mount "$dir" --registry "$SERVER_URL" \
+  if [[ ${1:-} == --embedded ]]; then
+    # the mount's own registry, over the storage the server uses (read only here)
+    shift
+    registry=(--storage "$MOUNT_STORAGE" --listen 127.0.0.1:0
+      --admin-user "$ADMIN_USER" --admin-password "$ADMIN_PASS")
+  fi
+  env "${envs[@]}" "$BIN" mount "$dir" "${registry[@]}" \
     --cache-size "$((MOUNT_CACHE_MIB * 1048576))" "$@" >"$WORK/mount.out" 2>>"$WORK/mount.err" &
   MOUNT_PID=$!
   MOUNT_DIR=$dir
@@ -1046,6 +1054,27 @@ section_mount() {
   log "  curl:  $(mibs_list "${b[@]}")"
   log "  daemon peak RSS $((hwm / 1024)) MiB"
   record_ratio "${LAYER_MIB} MiB cat, cold (median/$REPS)" \
+    "$(median "${a[@]}")" "$(median "${b[@]}")" 0.9 fmt_mibs curl
+
+  # 1b. the same through the embedded default (`regfs mount DIR --storage`), whose layer opens
+  # hand the kernel the stored file where it allows passthrough
+  log "1b: ${LAYER_MIB} MiB cat through a fresh embedded mount of the same storage, then curl, both cold, x $REPS"
+  a=() b=()
+  for ((i = 0; i < REPS; i++)); do
+    start_mount "$mnt" --embedded
+    cold "${ids[0]}"
+    time_cmd cat "${files[0]}"
+    a+=("$(fdiv "$bytes" "$CMD_S")")
+    stop_mount
+    cold "${ids[0]}"
+    b+=("$(get_once "${urls[0]}" "$bytes")")
+  done
+  start_mount "$mnt" --embedded
+  cmp -s "${files[0]}" "$src" || die "the layer read through the embedded mount differs from the one pushed"
+  stop_mount
+  log "  embedded mount: $(mibs_list "${a[@]}")"
+  log "  curl:           $(mibs_list "${b[@]}")"
+  record_ratio "${LAYER_MIB} MiB cat, cold, embedded" \
     "$(median "${a[@]}")" "$(median "${b[@]}")" 0.9 fmt_mibs curl
 
   # 2. parallel readers of different layers, and 6. the daemon's peak RSS meanwhile

@@ -38,6 +38,9 @@ mod faults;
 /// owner per directory; with `fuse-tests`, also through a real remount.
 mod disk_cache;
 
+/// The embedded registry's mount over local storage: layers pass through to the stored files.
+mod stored_layers;
+
 /// Real FUSE mounts; needs /dev/fuse and fusermount3 (`--features fuse-tests`).
 #[cfg(feature = "fuse-tests")]
 mod mount;

@@ -76,6 +76,7 @@ macro_rules! conformance {
             concurrent_puts_to_one_key_publish_one_whole_object,
             list_is_recursive_and_only_under_the_prefix,
             list_dir_shows_one_level,
+            an_opened_file_is_the_whole_object_and_outlives_an_overwrite,
         );
     };
     (@suite $backend:ident => $make:ident; $($test:ident),* $(,)?) => {
@@ -403,6 +404,34 @@ async fn get_bytes_refuses_objects_over_the_limit(store: Arc<dyn BlobStore>) {
     let empty = keys::image_complete(&image(2));
     store.put(&empty, Bytes::new()).await.expect("put empty");
     assert!(store.get_bytes(&empty, 0).await.expect("0 <= 0").is_empty());
+}
+
+/// `open_file` is optional (a local directory has files, other stores do not), but what it
+/// gives is the whole object, and an object replaced later leaves the open file as it was.
+async fn an_opened_file_is_the_whole_object_and_outlives_an_overwrite(store: Arc<dyn BlobStore>) {
+    use std::os::unix::fs::FileExt;
+    let store = store.as_ref();
+    let key = keys::image_layer(&image(40));
+    assert!(
+        store.open_file(&key).await.expect("open missing").is_none(),
+        "a missing object has no file"
+    );
+    let first = pattern(40, MIB + 7);
+    store.put(&key, first.clone()).await.expect("put");
+    let Some((file, size)) = store.open_file(&key).await.expect("open") else {
+        return;
+    };
+    assert_eq!(size, first.len() as u64);
+    store.put(&key, pattern(41, 10)).await.expect("overwrite");
+    let mut got = vec![0; first.len() + 1];
+    let mut done = 0;
+    while let Ok(n @ 1..) = file.read_at(&mut got[done..], done as u64) {
+        done += n;
+    }
+    assert!(
+        got[..done] == first[..],
+        "the open file still holds the first object"
+    );
 }
 
 async fn missing_objects_are_not_found(store: Arc<dyn BlobStore>) {
@@ -1429,4 +1458,17 @@ async fn local_unfinished_uploads_leave_no_files() {
         assert_absent(store, key).await;
     }
     assert_eq!(get_all(store, &latest).await, b"old");
+}
+
+/// Only a local directory hands out files; the memory store streams.
+#[tokio::test]
+async fn only_a_local_store_opens_its_objects_as_files() {
+    let key = keys::image_layer(&image(42));
+    let memory = memory_store().await;
+    memory.store.put(&key, pattern(42, 100)).await.unwrap();
+    assert!(memory.store.open_file(&key).await.unwrap().is_none());
+    let local = local_store().await;
+    local.store.put(&key, pattern(42, 100)).await.unwrap();
+    let (_, size) = local.store.open_file(&key).await.unwrap().expect("a file");
+    assert_eq!(size, 100);
 }

@@ -23,7 +23,7 @@ mod push;
 mod write;
 use crate::client::{ClientError, ImageInfo, ListedTag, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
-pub use passthrough::Passthrough;
+pub use passthrough::{LocalLayers, Passthrough};
 
 /// Bytes of a tag file, and of each line of an ancestry file: an image id and a newline.
 const ID_LINE_LEN: u64 = 65;
@@ -58,6 +58,9 @@ pub struct FsConfig {
     pub gid: u32,
     /// Refuse every change with EROFS.
     pub read_only: bool,
+    /// The stored layer files of the registry, when it runs in this process on a local
+    /// directory: with passthrough, the kernel reads them directly.
+    pub local_layers: Option<LocalLayers>,
 }
 
 impl Default for FsConfig {
@@ -73,6 +76,7 @@ impl Default for FsConfig {
             uid: 0,
             gid: 0,
             read_only: false,
+            local_layers: None,
         }
     }
 }
@@ -820,10 +824,7 @@ impl RegistryFs {
             if !sequential {
                 h.last_end = offset + size as u64;
             }
-            let backing = match &h.layer {
-                Some(passthrough::LayerOpen::Passthrough(_, file)) => Some(file.clone()),
-                _ => None,
-            };
+            let backing = h.layer.as_ref().and_then(|l| l.file()).cloned();
             (
                 h.node.clone(),
                 h.content.clone(),
@@ -850,7 +851,8 @@ impl RegistryFs {
         if let Some(h) = lock(&self.handles).get_mut(&fh) {
             h.served += end - offset;
         }
-        // The kernel reads a passthrough handle itself, but may still ask (it is allowed to).
+        // A whole local copy: the stored file of the registry in this process, or a
+        // passthrough file, which the kernel reads itself but may still ask for (it is allowed to).
         if let Some(file) = backing {
             if let Some(data) = passthrough::read_backing(file, offset, end - offset).await {
                 return Ok(data);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fs::{FsConfig, RegistryFs};
+use super::fs::{FsConfig, LocalLayers, RegistryFs};
 use super::fuse::FuseAdapter;
 use crate::client::{ClientConfig, RegistryClient};
 use crate::server::ServeConfig;
@@ -203,11 +203,18 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         path: config.mountpoint.display().to_string(),
         source,
     })?;
+    let mut local_layers = None;
     let (stop_server, server_task, url, credentials) = match &config.registry {
         Some(url) => (None, None, url.clone(), config.credentials.clone()),
         None => {
             let server = bind_embedded(&config.serve).await?;
             let url = server.url();
+            if matches!(
+                config.serve.storage,
+                crate::storage::StorageConfig::Local(_)
+            ) {
+                local_layers = Some(LocalLayers::new(server.registry().clone()));
+            }
             let creds = config.credentials.clone().or_else(|| {
                 config
                     .serve
@@ -232,6 +239,7 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
     }
     let mut fs_config = config.fs.clone();
+    fs_config.local_layers = local_layers;
     if config.registry.is_none() && fs_config.cache_dir.is_some() {
         // The embedded registry's URL changes with a taken port; its storage is what it is.
         match embedded_scope(&config.serve.storage) {

@@ -117,6 +117,20 @@ impl Registry {
         Ok(LayerStream { meta, download })
     }
 
+    /// The open file of a complete image's layer, where storage is a local directory; `None`
+    /// elsewhere, or if the file is not the size the image records.
+    pub async fn layer_file(&self, id: &ImageId) -> Result<Option<std::fs::File>> {
+        let meta = self.image(id).await?;
+        match self.store().open_file(&keys::image_layer(id)).await? {
+            Some((file, size)) if size == meta.size => Ok(Some(file)),
+            Some((_, size)) => {
+                tracing::warn!(%id, size, recorded = meta.size, "stored layer has the wrong size");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
     async fn read_blob(&self, key: &crate::storage::Key) -> Result<Bytes> {
         match self.store().get_bytes(key, super::MAX_JSON_BYTES).await {
             Ok(b) => Ok(b),

@@ -132,6 +132,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// The open file that holds an object, with its size, where the store is a local
+    /// directory; `None` elsewhere, and for a missing object. Objects are written to a
+    /// temporary file and renamed into place, so the file never changes while it is open: a
+    /// reader in this process (the embedded registry's mount) can hand it to the kernel.
+    async fn open_file(&self, key: &Key) -> Result<Option<(std::fs::File, u64)>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &Key) -> Result<(), StorageError>;
 

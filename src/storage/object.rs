@@ -269,6 +269,25 @@ impl BlobStore for ObjectBackend {
         })
     }
 
+    async fn open_file(&self, key: &Key) -> Result<Option<(std::fs::File, u64)>, StorageError> {
+        if self.local_root.is_none() {
+            return Ok(None);
+        }
+        // The local store opens the file off the runtime and reads nothing of it.
+        match self
+            .inner
+            .get_opts(&Self::path(key), GetOptions::default())
+            .await
+        {
+            Ok(result) => match result.payload {
+                GetResultPayload::File(file, _) => Ok(Some((file, result.meta.size))),
+                GetResultPayload::Stream(_) => Ok(None),
+            },
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn get_bytes(&self, key: &Key, limit: u64) -> Result<Bytes, StorageError> {
         let result = self.inner.get(&Self::path(key)).await?;
         if result.meta.size > limit {

@@ -1,6 +1,8 @@
-//! Layers the kernel reads straight from the disk cache (FUSE passthrough): when the mount was
-//! granted passthrough at INIT and a layer is on disk as one file, `open` hands the kernel that
-//! file and no read of the handle reaches this process.
+//! Layers the kernel reads straight from a file (FUSE passthrough): when the mount was granted
+//! passthrough at INIT and a layer is on disk as one file, `open` hands the kernel that file and
+//! no read of the handle reaches this process. The file is the stored layer itself when the
+//! registry runs in this process on a local directory, else the disk cache's copy. Without
+//! passthrough, a handle of such a registry's layer still reads the stored file, not HTTP.
 //!
 //! The kernel puts each inode in one of two modes while it is open, and fails (EIO) an open
 //! that asks for the other: all opens cached (our reads, `KEEP_CACHE`), or all passthrough with
@@ -30,13 +32,53 @@ pub struct Passthrough {
     pub file: Arc<File>,
 }
 
+/// The stored layer files of a registry running in this process on a local directory. They
+/// are the files the server streams from, complete and never rewritten (a store renames new
+/// objects into place), so the kernel can read them instead of the registry's HTTP answers.
+#[derive(Debug, Clone)]
+pub struct LocalLayers(crate::registry::Registry);
+
+impl LocalLayers {
+    pub fn new(registry: crate::registry::Registry) -> Self {
+        LocalLayers(registry)
+    }
+
+    /// The stored file of complete image `id`'s layer, if storage keeps one.
+    async fn open(&self, id: &ImageId) -> Option<File> {
+        match self.0.layer_file(id).await {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::debug!(%id, %error, "no stored layer file to pass through");
+                None
+            }
+        }
+    }
+}
+
 /// How the kernel reads one open layer handle.
 #[derive(Debug)]
 pub(super) enum LayerOpen {
-    /// Through `read` (and the kernel's page cache of the FUSE file).
-    Cached(u64),
+    /// Through `read` (and the kernel's page cache of the FUSE file): from the stored file
+    /// where the registry runs in this process on a local directory, else from the registry.
+    Cached(u64, Option<Arc<File>>),
     /// From the backing file, which `read` also uses if the kernel asks anyway.
     Passthrough(u64, Arc<File>),
+}
+
+impl LayerOpen {
+    fn ino(&self) -> u64 {
+        match self {
+            LayerOpen::Cached(ino, _) | LayerOpen::Passthrough(ino, _) => *ino,
+        }
+    }
+
+    /// The whole layer as a local file, if `read` has one to take bytes from.
+    pub(super) fn file(&self) -> Option<&Arc<File>> {
+        match self {
+            LayerOpen::Cached(_, file) => file.as_ref(),
+            LayerOpen::Passthrough(_, file) => Some(file),
+        }
+    }
 }
 
 /// The open handles of one layer inode, by mode.
@@ -80,16 +122,24 @@ impl RegistryFs {
         let cached_open = lock(&self.layer_opens)
             .get(&ino)
             .is_some_and(|o| o.cached > 0);
-        let whole = match &self.disk {
-            Some(disk) if self.passthrough() && !cached_open => {
-                disk.layer_file(id, layer_size).await
+        // Opened whether or not the kernel reads it: without passthrough, `read` takes the
+        // bytes from it instead of a request to the registry in this same process.
+        let stored = match &self.config.local_layers {
+            Some(local) => local.open(id).await.map(Arc::new),
+            None => None,
+        };
+        let whole = if self.passthrough() && !cached_open {
+            match (&stored, &self.disk) {
+                (Some(file), _) => Some(file.clone()),
+                (None, Some(disk)) => disk.layer_file(id, layer_size).await.map(Arc::new),
+                (None, None) => None,
             }
-            Some(disk) => {
+        } else {
+            if let Some(disk) = &self.disk {
                 // Not usable now, but the next open may be.
                 disk.assemble_if_complete(id, layer_size);
-                None
             }
-            None => None,
+            None
         };
         let mode = {
             let mut opens = lock(&self.layer_opens);
@@ -97,7 +147,6 @@ impl RegistryFs {
             let file = match (&o.file, whole) {
                 (Some(shared), _) if o.passthrough > 0 => Some(shared.clone()),
                 (_, Some(file)) if o.cached == 0 => {
-                    let file = Arc::new(file);
                     o.file = Some(file.clone());
                     Some(file)
                 }
@@ -110,7 +159,7 @@ impl RegistryFs {
                 }
                 None => {
                     o.cached += 1;
-                    LayerOpen::Cached(ino)
+                    LayerOpen::Cached(ino, stored)
                 }
             }
         };
@@ -119,7 +168,7 @@ impl RegistryFs {
                 ino: *ino,
                 file: file.clone(),
             }),
-            LayerOpen::Cached(_) => None,
+            LayerOpen::Cached(..) => None,
         };
         let mut handle = Handle::new(node);
         handle.layer = Some(mode);
@@ -142,8 +191,10 @@ impl RegistryFs {
         let Some(h) = handles.get_mut(&fh) else {
             return;
         };
-        if let Some(LayerOpen::Passthrough(ino, _)) = h.layer {
-            h.layer = Some(LayerOpen::Cached(ino));
+        if let Some(LayerOpen::Passthrough(ino, file)) = &h.layer {
+            let ino = *ino;
+            // The file is still a whole copy of the layer, for `read` to use.
+            h.layer = Some(LayerOpen::Cached(ino, Some(file.clone())));
             let mut opens = lock(&self.layer_opens);
             let o = opens.entry(ino).or_default();
             o.passthrough = o.passthrough.saturating_sub(1);
@@ -156,15 +207,13 @@ impl RegistryFs {
 
     /// Forgets a released layer handle's mode.
     pub(super) fn end_layer_open(&self, open: &LayerOpen) {
-        let ino = match open {
-            LayerOpen::Cached(ino) | LayerOpen::Passthrough(ino, _) => *ino,
-        };
+        let ino = open.ino();
         let mut opens = lock(&self.layer_opens);
         let Some(o) = opens.get_mut(&ino) else {
             return;
         };
         match open {
-            LayerOpen::Cached(_) => o.cached = o.cached.saturating_sub(1),
+            LayerOpen::Cached(..) => o.cached = o.cached.saturating_sub(1),
             LayerOpen::Passthrough(..) => {
                 o.passthrough = o.passthrough.saturating_sub(1);
                 if o.passthrough == 0 {
