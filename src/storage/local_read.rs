@@ -7,7 +7,8 @@
 //! straight into the buffer that goes to the socket: that succeeds only for bytes already in
 //! the page cache, so it can never block the runtime on the disk. Only bytes that are not cached
 //! (`EAGAIN`) go through the blocking pool, where the read also starts the kernel's readahead
-//! for the chunks behind them.
+//! for the chunks behind them. The mount of an embedded registry reads its stored layers the
+//! same way, one whole range per FUSE read.
 
 use std::fs::File;
 use std::io::IoSliceMut;
@@ -79,7 +80,7 @@ impl Reader {
         }
         let file = self.file.clone();
         let pos = self.pos;
-        let buf = tokio::task::spawn_blocking(move || read_at_most(&file, buf, pos))
+        let buf = tokio::task::spawn_blocking(move || read_at_most(&file, buf, 0, pos))
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
         if buf.is_empty() {
@@ -93,9 +94,48 @@ impl Reader {
     }
 }
 
-/// Fills `buf` from `pos`, stopping early only at the end of the file.
-fn read_at_most(file: &File, mut buf: Vec<u8>, pos: u64) -> std::io::Result<Vec<u8>> {
+/// Exactly `range` of `file`: the part in the page cache read on the calling thread, the rest on
+/// the blocking pool. A file that ends before the range does is an error.
+pub async fn read_exact(file: Arc<File>, range: Range<u64>) -> Result<Bytes, StorageError> {
+    let len = usize::try_from(range.end.saturating_sub(range.start))
+        .map_err(|_| StorageError::Io(std::io::Error::other("range too large")))?;
+    let mut buf = vec![0u8; len];
     let mut filled = 0;
+    while filled < len {
+        match rustix::io::preadv2(
+            &*file,
+            &mut [IoSliceMut::new(&mut buf[filled..])],
+            range.start + filled as u64,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) if n > 0 => filled += n,
+            // Not cached, the end, or no RWF_NOWAIT here: the blocking read tells which.
+            _ => break,
+        }
+    }
+    if filled < len {
+        let pos = range.start;
+        buf = tokio::task::spawn_blocking(move || read_at_most(&file, buf, filled, pos))
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+    }
+    if buf.len() < len {
+        return Err(StorageError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "stored object is shorter than the range read",
+        )));
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Fills `buf` past its first `filled` bytes, which hold the file from `pos`, stopping early
+/// only at the end of the file.
+fn read_at_most(
+    file: &File,
+    mut buf: Vec<u8>,
+    mut filled: usize,
+    pos: u64,
+) -> std::io::Result<Vec<u8>> {
     while filled < buf.len() {
         match file.read_at(&mut buf[filled..], pos + filled as u64) {
             Ok(0) => break,
@@ -142,6 +182,20 @@ mod tests {
             .unwrap();
             assert_eq!(got, &data[range.clone()], "{range:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn read_exact_gives_the_range_or_an_error() {
+        let data: Vec<u8> = (0..(CHUNK + 77)).map(|i| (i % 253) as u8).collect();
+        let file = Arc::new(file_with(&data));
+        for range in [0..data.len(), 5..6, 3..(CHUNK + 77), 10..10] {
+            let got = read_exact(file.clone(), range.start as u64..range.end as u64)
+                .await
+                .unwrap();
+            assert_eq!(got, &data[range.clone()], "{range:?}");
+        }
+        let past = read_exact(file, CHUNK as u64..(CHUNK + 78) as u64).await;
+        assert!(matches!(past, Err(StorageError::Io(_))), "{past:?}");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@
 pub mod faulty;
 pub mod keys;
 mod local_listing;
-mod local_read;
+pub mod local_read;
 pub mod object;
 
 use std::fmt;

@@ -13,7 +13,6 @@
 //! so they never allow a mix the kernel would refuse.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -273,27 +272,14 @@ impl RegistryFs {
     }
 }
 
-/// `len` bytes at `offset` of a backing file, on the blocking pool; `None` on any error
-/// (the caller then reads the usual way).
+/// `len` bytes at `offset` of a backing file; `None` on any error (the caller then reads the
+/// usual way).
 pub(super) async fn read_backing(file: Arc<File>, offset: u64, len: u64) -> Option<Bytes> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0; len as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "backing file read failed");
-                    return None;
-                }
-            }
+    match crate::storage::local_read::read_exact(file, offset..offset + len).await {
+        Ok(data) => Some(data),
+        Err(error) => {
+            tracing::warn!(%error, "backing file read failed");
+            None
         }
-        // Shorter than the layer says: the file is not what it should be.
-        (done == buf.len()).then(|| Bytes::from(buf))
-    })
-    .await
-    .ok()
-    .flatten()
+    }
 }
