@@ -4,6 +4,8 @@
 //! stderr from a thread of their own: a slow stderr (a file whose pages were evicted, a pipe
 //! read slowly) must not stall the request or FUSE reply that logged.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Keeps the logging thread; dropping it writes out what is queued.
@@ -25,8 +27,11 @@ pub fn init(verbosity: u8) -> LogGuard {
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .finish(std::io::stderr());
+    // Colours only for a person at a terminal: a log file or a CI capture gets plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer)
         .try_init()
         .is_ok();

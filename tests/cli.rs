@@ -60,8 +60,9 @@ fn redirect_layers_without_s3_storage_refuses_to_start() {
 fn serve_prints_its_url_first_and_stops_on_sigterm() {
     let mut child = regfs()
         .args(["serve", "--memory", "--listen", "127.0.0.1:0"])
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -90,4 +91,17 @@ fn serve_prints_its_url_first_and_stops_on_sigterm() {
     );
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    // The log went to a pipe, not a terminal: plain text, no colour codes.
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("GET") && log.contains("/v1/_ping"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in a piped log: {log:?}"
+    );
 }
