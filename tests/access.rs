@@ -406,13 +406,7 @@ async fn access_matrix_of_callers_tokens_and_repositories() {
     .enumerate()
     {
         let fresh = Image::new(&format!("access-image-{i}"), 8);
-        let r = c
-            .put(
-                &format!("/v1/images/{}/json", fresh.id),
-                fresh.json.clone(),
-                &auth,
-            )
-            .await;
+        let r = c.put_json(&fresh, &auth).await;
         assert_eq!(r.status, want, "{who}: PUT image json: {}", r.text());
     }
 

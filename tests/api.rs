@@ -380,30 +380,12 @@ async fn re_push_of_a_complete_image_is_refused_the_way_docker_expects() {
         .get(&format!("/v1/images/{}/json", image.id), &admin)
         .await;
     assert_eq!(r.status, 200);
-    let r = c
-        .put(
-            &format!("/v1/images/{}/json", image.id),
-            image.json.clone(),
-            &admin,
-        )
-        .await;
+    let r = c.put_json(&image, &admin).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.error(), "Image already exists");
-    let r = c
-        .put(
-            &format!("/v1/images/{}/layer", image.id),
-            image.layer.clone(),
-            &admin,
-        )
-        .await;
+    let r = c.put_layer(&image, &admin).await;
     assert_eq!(r.status, 409);
-    let r = c
-        .send(
-            c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                .header("X-Docker-Checksum-Payload", image.checksum()),
-            &admin,
-        )
-        .await;
+    let r = c.put_checksum(&image, &admin).await;
     assert_eq!(r.status, 409);
     // Re-pushing the repository itself is fine.
     let r = c.put("/v1/repositories/library/again/", "[]", &admin).await;
@@ -796,21 +778,9 @@ async fn checksum_mismatch_leaves_the_image_unserved_and_a_retry_succeeds() {
     let c = server.client();
     let admin = Auth::admin();
     let image = Image::new("mismatch", 3000);
-    let r = c
-        .put(
-            &format!("/v1/images/{}/json", image.id),
-            image.json.clone(),
-            &admin,
-        )
-        .await;
+    let r = c.put_json(&image, &admin).await;
     assert_eq!(r.status, 200);
-    let r = c
-        .put(
-            &format!("/v1/images/{}/layer", image.id),
-            image.layer.clone(),
-            &admin,
-        )
-        .await;
+    let r = c.put_layer(&image, &admin).await;
     assert_eq!(r.status, 200);
     let r = c
         .send(
@@ -869,13 +839,7 @@ async fn interrupted_layer_upload_leaves_nothing_served() {
     let c = server.client();
     let admin = Auth::admin();
     let image = Image::new("interrupted", 200_000);
-    let r = c
-        .put(
-            &format!("/v1/images/{}/json", image.id),
-            image.json.clone(),
-            &admin,
-        )
-        .await;
+    let r = c.put_json(&image, &admin).await;
     assert_eq!(r.status, 200);
     // The body stream fails half-way, as a killed client's would.
     let half = image.layer[..100_000].to_vec();
@@ -889,13 +853,7 @@ async fn interrupted_layer_upload_leaves_nothing_served() {
         .send()
         .await;
     assert!(res.is_err() || res.unwrap().status().is_client_error());
-    let r = c
-        .send(
-            c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                .header("X-Docker-Checksum-Payload", image.checksum()),
-            &admin,
-        )
-        .await;
+    let r = c.put_checksum(&image, &admin).await;
     assert_eq!(r.status, 400, "no complete layer to check: {}", r.text());
     let r = c
         .get(&format!("/v1/images/{}/layer", image.id), &no_auth())
@@ -926,12 +884,7 @@ async fn restart_on_the_same_storage_keeps_everything() {
         .await;
         // An unfinished image too: it must stay unserved after the restart.
         let half = Image::new("persist-half", 10);
-        c.put(
-            &format!("/v1/images/{}/json", half.id),
-            half.json.clone(),
-            &Auth::admin(),
-        )
-        .await;
+        c.put_json(&half, &Auth::admin()).await;
     }
     let server = TestServer::on_disk(dir.path());
     let c = server.client();
@@ -1324,27 +1277,10 @@ async fn oversized_layers_are_refused_and_not_served() {
     let c = server.client();
     let admin = Auth::admin();
     let image = Image::new("big", 1001);
-    c.put(
-        &format!("/v1/images/{}/json", image.id),
-        image.json.clone(),
-        &admin,
-    )
-    .await;
-    let r = c
-        .put(
-            &format!("/v1/images/{}/layer", image.id),
-            image.layer.clone(),
-            &admin,
-        )
-        .await;
+    c.put_json(&image, &admin).await;
+    let r = c.put_layer(&image, &admin).await;
     assert_eq!(r.status, 413);
-    let r = c
-        .send(
-            c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                .header("X-Docker-Checksum-Payload", image.checksum()),
-            &admin,
-        )
-        .await;
+    let r = c.put_checksum(&image, &admin).await;
     assert_eq!(r.status, 400);
 }
 
@@ -1575,13 +1511,7 @@ async fn a_body_refused_unread_does_not_break_the_clients_next_request() {
     // No json yet: the layer is refused before its body is read. Several times over one
     // client, so a pooled connection the server closed would be picked up again.
     for _ in 0..5 {
-        let r = c
-            .put(
-                &format!("/v1/images/{}/layer", img.id),
-                img.layer.clone(),
-                &Auth::admin(),
-            )
-            .await;
+        let r = c.put_layer(&img, &Auth::admin()).await;
         assert_eq!(r.status, 404, "{}", r.text());
         assert_eq!(r.header("connection").as_deref(), Some("close"));
         let ping = c.get("/v1/_ping", &Auth::None).await;

@@ -220,30 +220,15 @@ async fn a_layer_read_cut_short_is_never_a_complete_looking_response_local() {
 
 /// The outcome of one push step.
 async fn put_json(c: &Client, img: &Image) -> Resp {
-    c.put(
-        &format!("/v1/images/{}/json", img.id),
-        img.json.clone(),
-        &Auth::alice(),
-    )
-    .await
+    c.put_json(img, &Auth::alice()).await
 }
 
 async fn put_layer(c: &Client, img: &Image) -> Resp {
-    c.put(
-        &format!("/v1/images/{}/layer", img.id),
-        img.layer.clone(),
-        &Auth::alice(),
-    )
-    .await
+    c.put_layer(img, &Auth::alice()).await
 }
 
 async fn put_checksum(c: &Client, img: &Image) -> Resp {
-    c.send(
-        c.request("PUT", &format!("/v1/images/{}/checksum", img.id))
-            .header("X-Docker-Checksum-Payload", img.checksum()),
-        &Auth::alice(),
-    )
-    .await
+    c.put_checksum(img, &Auth::alice()).await
 }
 
 /// How an image is served over a healthy store.

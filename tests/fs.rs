@@ -945,21 +945,9 @@ async fn an_image_still_being_pushed_is_not_visible() {
     let f = fixture().await;
     let c = f.server.client();
     let half = Image::child("fs-half", &f.child, 10_000);
-    let r = c
-        .put(
-            &format!("/v1/images/{}/json", half.id),
-            half.json.clone(),
-            &Auth::alice(),
-        )
-        .await;
+    let r = c.put_json(&half, &Auth::alice()).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = c
-        .put(
-            &format!("/v1/images/{}/layer", half.id),
-            half.layer.clone(),
-            &Auth::alice(),
-        )
-        .await;
+    let r = c.put_layer(&half, &Auth::alice()).await;
     assert_eq!(r.status, 200, "{}", r.text());
 
     let fs = default_fs(&f.server.url);
@@ -968,13 +956,7 @@ async fn an_image_still_being_pushed_is_not_visible() {
     assert!(!names(&fs, images).await.contains(&half.id));
 
     // The checksum completes it; the failed lookup was not cached.
-    let r = c
-        .send(
-            c.request("PUT", &format!("/v1/images/{}/checksum", half.id))
-                .header("X-Docker-Checksum-Payload", half.checksum()),
-            &Auth::alice(),
-        )
-        .await;
+    let r = c.put_checksum(&half, &Auth::alice()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let layer = ino(&fs, &format!("images/{}/layer", half.id)).await;
     assert!(read_all(&fs, layer, 4096).await == half.layer);

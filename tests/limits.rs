@@ -176,24 +176,12 @@ fn big_image(seed: &str, len: usize) -> Image {
 }
 
 async fn put_json(c: &Client, image: &Image) {
-    let r = c
-        .put(
-            &format!("/v1/images/{}/json", image.id),
-            image.json.clone(),
-            &Auth::admin(),
-        )
-        .await;
+    let r = c.put_json(image, &Auth::admin()).await;
     assert_eq!(r.status, 200, "PUT json: {}", r.text());
 }
 
 async fn put_checksum(c: &Client, image: &Image) -> u16 {
-    let r = c
-        .send(
-            c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                .header("X-Docker-Checksum-Payload", image.checksum()),
-            &Auth::admin(),
-        )
-        .await;
+    let r = c.put_checksum(image, &Auth::admin()).await;
     r.status
 }
 
@@ -208,13 +196,7 @@ async fn assert_served(c: &Client, image: &Image) {
 
 /// Nothing of the layer was kept: the checksum step finds no uploaded layer.
 async fn assert_no_layer(c: &Client, image: &Image) {
-    let r = c
-        .send(
-            c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                .header("X-Docker-Checksum-Payload", image.checksum()),
-            &Auth::admin(),
-        )
-        .await;
+    let r = c.put_checksum(image, &Auth::admin()).await;
     assert_eq!(
         r.status,
         400,

@@ -128,27 +128,9 @@ async fn concurrent_pushes_of_one_image_through_two_instances_end_complete() {
     let (ca, cb) = (a.client(), b.client());
     let push = |c: crate::common::Client, image: Image| async move {
         let admin = Auth::admin();
-        let json = c
-            .put(
-                &format!("/v1/images/{}/json", image.id),
-                image.json.clone(),
-                &admin,
-            )
-            .await;
-        let layer = c
-            .put(
-                &format!("/v1/images/{}/layer", image.id),
-                image.layer.clone(),
-                &admin,
-            )
-            .await;
-        let sum = c
-            .send(
-                c.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                    .header("X-Docker-Checksum-Payload", image.checksum()),
-                &admin,
-            )
-            .await;
+        let json = c.put_json(&image, &admin).await;
+        let layer = c.put_layer(&image, &admin).await;
+        let sum = c.put_checksum(&image, &admin).await;
         (json.status, layer.status, sum.status)
     };
     let (ra, rb) = tokio::join!(

@@ -249,31 +249,34 @@ impl Client {
             .await
     }
 
+    /// `PUT /v1/images/<id>/json` with the image's own json.
+    pub async fn put_json(&self, image: &Image, auth: &Auth) -> Resp {
+        let path = format!("/v1/images/{}/json", image.id);
+        self.put(&path, image.json.clone(), auth).await
+    }
+
+    /// `PUT /v1/images/<id>/layer` with the image's whole layer.
+    pub async fn put_layer(&self, image: &Image, auth: &Auth) -> Resp {
+        let path = format!("/v1/images/{}/layer", image.id);
+        self.put(&path, image.layer.clone(), auth).await
+    }
+
+    /// `PUT /v1/images/<id>/checksum` with the image's payload checksum.
+    pub async fn put_checksum(&self, image: &Image, auth: &Auth) -> Resp {
+        let path = format!("/v1/images/{}/checksum", image.id);
+        let rb = self
+            .request("PUT", &path)
+            .header("X-Docker-Checksum-Payload", image.checksum());
+        self.send(rb, auth).await
+    }
+
     /// Pushes an image's json, layer and checksum, asserting each step succeeds.
     pub async fn push_image(&self, image: &Image, auth: &Auth) {
-        let r = self
-            .put(
-                &format!("/v1/images/{}/json", image.id),
-                image.json.clone(),
-                auth,
-            )
-            .await;
+        let r = self.put_json(image, auth).await;
         assert_eq!(r.status, 200, "PUT json: {}", r.text());
-        let r = self
-            .put(
-                &format!("/v1/images/{}/layer", image.id),
-                image.layer.clone(),
-                auth,
-            )
-            .await;
+        let r = self.put_layer(image, auth).await;
         assert_eq!(r.status, 200, "PUT layer: {}", r.text());
-        let r = self
-            .send(
-                self.request("PUT", &format!("/v1/images/{}/checksum", image.id))
-                    .header("X-Docker-Checksum-Payload", image.checksum()),
-                auth,
-            )
-            .await;
+        let r = self.put_checksum(image, auth).await;
         assert_eq!(r.status, 200, "PUT checksum: {}", r.text());
     }
 
