@@ -907,8 +907,13 @@ cold() {
 
 # first_byte FILE: open FILE, read one byte and close it, timed inside the reading process
 # (python3; without it, the whole `head -c 1`); sets CMD_S
+FIRST_BYTE_WARNED=0
 first_byte() {
   if ! command -v python3 >/dev/null; then
+    if [[ $FIRST_BYTE_WARNED == 0 ]]; then
+      log "  no python3: the judged first byte is the whole head -c 1, start-up included"
+      FIRST_BYTE_WARNED=1
+    fi
     time_cmd head -c 1 "$1"
     return
   fi
