@@ -100,6 +100,13 @@ fn serve_prints_its_url_first_and_stops_on_sigterm() {
         .read_to_string(&mut log)
         .unwrap();
     assert!(log.contains("GET") && log.contains("/v1/_ping"), "{log}");
+    // Request times in milliseconds to the microsecond, not a float's last digits.
+    let ms = log.split("ms=").nth(1).expect("a request time");
+    let ms = ms.split_whitespace().next().unwrap_or_default();
+    assert!(
+        ms.split_once('.').is_some_and(|(_, frac)| frac.len() == 3),
+        "ms={ms}"
+    );
     assert!(
         !log.contains('\x1b'),
         "escape codes in a piped log: {log:?}"

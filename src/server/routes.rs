@@ -291,7 +291,7 @@ async fn dispatch(state: AppState, path: &str, mut req: Request) -> Response {
             .get(warp::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-"),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
     );
     res
 }
