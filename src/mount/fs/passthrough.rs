@@ -57,8 +57,9 @@ impl LocalLayers {
 /// How the kernel reads one open layer handle.
 #[derive(Debug)]
 pub(super) enum LayerOpen {
-    /// Through `read` (and the kernel's page cache of the FUSE file): from the stored file
-    /// where the registry runs in this process on a local directory, else from the registry.
+    /// Through `read` (and the kernel's page cache of the FUSE file): from the file when there
+    /// is one (the stored layer of a registry in this process, or a whole layer whose
+    /// passthrough the kernel refused), else from the registry.
     Cached(u64, Option<Arc<File>>),
     /// From the backing file, which `read` also uses if the kernel asks anyway.
     Passthrough(u64, Arc<File>),
