@@ -6,11 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use regfs::client::{ClientConfig, RegistryClient};
-use regfs::mount::fs::Entry;
-use regfs::mount::inode::ROOT_INO;
 use regfs::mount::{FsConfig, FsError, RegistryFs};
 
+use crate::common::fs::{registry_fs, walk};
 use crate::common::{Auth, Image, TestServer};
 
 const BLOCK: u64 = 64 * 1024;
@@ -24,13 +22,7 @@ fn config(dir: &Path) -> FsConfig {
 }
 
 fn new_fs(url: &str, config: FsConfig) -> RegistryFs {
-    let client = RegistryClient::new(ClientConfig {
-        url: url.to_string(),
-        credentials: None,
-        timeout: Duration::from_secs(2),
-    })
-    .unwrap();
-    RegistryFs::new(client, config)
+    registry_fs(url, None, config, Duration::from_secs(2))
 }
 
 /// A server holding one image with a layer of `len` bytes.
@@ -39,14 +31,6 @@ async fn server_with(seed: &str, len: usize) -> (TestServer, Image) {
     let image = Image::new(seed, len);
     server.client().push_image(&image, &Auth::admin()).await;
     (server, image)
-}
-
-async fn walk(fs: &RegistryFs, path: &str) -> Result<Entry, FsError> {
-    let mut entry = fs.getattr(ROOT_INO).await?;
-    for name in path.split('/').filter(|n| !n.is_empty()) {
-        entry = fs.lookup(entry.attr.ino, name).await?;
-    }
-    Ok(entry)
 }
 
 /// The whole layer of `image`, read sequentially in 100,000-byte reads.

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use regfs::client::{ClientConfig, RegistryClient};
-use regfs::mount::inode::ROOT_INO;
 use regfs::mount::{FsConfig, FsError, RegistryFs};
 use regfs::names::ImageId;
 use regfs::storage::faulty::{Fault, Faults, FaultyStore, Op};
@@ -582,13 +580,9 @@ async fn random_store_faults_lose_or_corrupt_no_image_local() {
     random_faults_lose_and_corrupt_nothing(local(), 0xfa17).await;
 }
 
-/// Looks up every component of `path` from the root.
+/// The inode at `path`, looked up from the root.
 async fn walk(fs: &RegistryFs, path: &str) -> Result<u64, FsError> {
-    let mut ino = fs.getattr(ROOT_INO).await?.attr.ino;
-    for name in path.split('/').filter(|n| !n.is_empty()) {
-        ino = fs.lookup(ino, name).await?.attr.ino;
-    }
-    Ok(ino)
+    crate::common::fs::walk(fs, path).await.map(|e| e.attr.ino)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -596,13 +590,12 @@ async fn mount_reads_under_store_faults_are_eio_and_succeed_once_cleared() {
     let backing = memory();
     let (server, faults) = faulty_server(&backing.store, 0);
     let (base, child) = push_fixture(&server.client()).await;
-    let client = RegistryClient::new(ClientConfig {
-        url: server.url.clone(),
-        credentials: None,
-        timeout: Duration::from_secs(2),
-    })
-    .unwrap();
-    let fs = RegistryFs::new(client, FsConfig::default());
+    let fs = crate::common::fs::registry_fs(
+        &server.url,
+        None,
+        FsConfig::default(),
+        Duration::from_secs(2),
+    );
 
     // Opened while healthy; the layer's bytes are not read yet.
     let layer = walk(&fs, &format!("images/{}/layer", child.id))

@@ -8,36 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use regfs::client::{ClientConfig, RegistryClient};
-use regfs::mount::fs::{DirEntry, Entry};
+use regfs::mount::fs::DirEntry;
 use regfs::mount::inode::ROOT_INO;
 use regfs::mount::tree::{Kind, Node};
 use regfs::mount::{FsConfig, FsError, RegistryFs};
 use regfs::names::{ImageId, RepoRef};
 use regfs::storage::StorageConfig;
 
+use crate::common::fs::{registry_fs as new_fs, walk};
 use crate::common::{ALICE, ALICE_PASSWORD, Auth, Image, TestServer};
 
 /// `created` of every fixture image: 2014-10-01T00:00:00Z.
 const CREATED_UNIX: u64 = 1_412_121_600;
 /// Longest a call that needs no network may take, with a loaded machine in mind.
 const LOCAL: Duration = Duration::from_millis(500);
-
-/// A filesystem over `url`.
-fn new_fs(
-    url: &str,
-    credentials: Option<(&str, &str)>,
-    config: FsConfig,
-    timeout: Duration,
-) -> RegistryFs {
-    let client = RegistryClient::new(ClientConfig {
-        url: url.to_string(),
-        credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
-        timeout,
-    })
-    .unwrap();
-    RegistryFs::new(client, config)
-}
 
 fn default_fs(url: &str) -> RegistryFs {
     new_fs(url, None, FsConfig::default(), Duration::from_secs(5))
@@ -90,15 +74,6 @@ async fn fixture() -> Fixture {
         child,
         bb,
     }
-}
-
-/// Looks up every component of `path` from the root; the root itself for "".
-async fn walk(fs: &RegistryFs, path: &str) -> Result<Entry, FsError> {
-    let mut entry = fs.getattr(ROOT_INO).await?;
-    for name in path.split('/').filter(|n| !n.is_empty()) {
-        entry = fs.lookup(entry.attr.ino, name).await?;
-    }
-    Ok(entry)
 }
 
 async fn ino(fs: &RegistryFs, path: &str) -> u64 {

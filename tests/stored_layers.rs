@@ -6,13 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use regfs::client::{ClientConfig, RegistryClient};
-use regfs::mount::fs::Entry;
-use regfs::mount::inode::ROOT_INO;
 use regfs::mount::{FsConfig, LocalLayers, RegistryFs};
 use regfs::registry::{Registry, RegistryConfig};
 use regfs::storage::{BlobStore, ObjectBackend};
 
+use crate::common::fs::{registry_fs, walk};
 use crate::common::{Auth, Image, TestServer};
 
 /// A server over `store` holding one image with a layer of `len` bytes.
@@ -40,23 +38,14 @@ fn config(store: Arc<dyn BlobStore>) -> FsConfig {
 }
 
 fn new_fs(url: &str, config: FsConfig, passthrough: bool) -> RegistryFs {
-    let client = RegistryClient::new(ClientConfig {
-        url: url.to_string(),
-        credentials: None,
-        timeout: Duration::from_secs(2),
-    })
-    .unwrap();
-    let fs = RegistryFs::new(client, config);
+    let fs = registry_fs(url, None, config, Duration::from_secs(2));
     fs.set_passthrough(passthrough);
     fs
 }
 
-async fn walk(fs: &RegistryFs, path: &str) -> Entry {
-    let mut entry = fs.getattr(ROOT_INO).await.unwrap();
-    for name in path.split('/').filter(|n| !n.is_empty()) {
-        entry = fs.lookup(entry.attr.ino, name).await.unwrap();
-    }
-    entry
+async fn layer_ino(fs: &RegistryFs, image: &Image) -> u64 {
+    let rel = format!("images/{}/layer", image.id);
+    walk(fs, &rel).await.unwrap().attr.ino
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,10 +53,8 @@ async fn a_layer_open_hands_over_the_stored_file_and_reads_come_from_it() {
     let tmp = tempfile::tempdir().unwrap();
     let store = local(tmp.path());
     let (server, image) = server_with(store.clone(), "stored-layer", 200_003).await;
-    let rel = format!("images/{}/layer", image.id);
-
     let fs = new_fs(&server.url, config(store.clone()), true);
-    let ino = walk(&fs, &rel).await.attr.ino;
+    let ino = layer_ino(&fs, &image).await;
     let o = fs.open(ino, false, false).await.unwrap();
     let p = o
         .passthrough
@@ -87,7 +74,7 @@ async fn a_layer_open_hands_over_the_stored_file_and_reads_come_from_it() {
     // Without passthrough the daemon reads the stored file itself: no request reaches the
     // registry, which may as well be gone.
     let fs = new_fs(&server.url, config(store), false);
-    let ino = walk(&fs, &rel).await.attr.ino;
+    let ino = layer_ino(&fs, &image).await;
     let o = fs.open(ino, false, false).await.unwrap();
     assert!(o.passthrough.is_none());
     drop(server);
@@ -107,10 +94,7 @@ async fn a_store_without_files_is_read_through_the_registry() {
     let store: Arc<dyn BlobStore> = Arc::new(ObjectBackend::memory());
     let (server, image) = server_with(store.clone(), "memory-layer", 70_001).await;
     let fs = new_fs(&server.url, config(store), true);
-    let ino = walk(&fs, &format!("images/{}/layer", image.id))
-        .await
-        .attr
-        .ino;
+    let ino = layer_ino(&fs, &image).await;
     let o = fs.open(ino, false, false).await.unwrap();
     assert!(
         o.passthrough.is_none(),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "fuse-tests")]
+pub mod fs;
 pub mod mount;
 pub mod process;
 

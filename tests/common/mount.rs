@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use regfs::client::{ClientConfig, RegistryClient};
 use regfs::mount::{FsConfig, Mounted, RegistryFs};
 
 /// A mounted registry. Fields drop in order: the session first, then its directory.
@@ -36,13 +35,7 @@ impl TestMount {
             .enable_all()
             .build()
             .unwrap();
-        let client = RegistryClient::new(ClientConfig {
-            url: url.to_string(),
-            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
-            timeout,
-        })
-        .unwrap();
-        let fs = Arc::new(RegistryFs::new(client, fs_config));
+        let fs = Arc::new(super::fs::registry_fs(url, credentials, fs_config, timeout));
         let dir = tempfile::tempdir().unwrap();
         let mounted =
             regfs::mount::mount_fs(fs, dir.path(), rt.handle().clone(), 4, false, None).unwrap();
