@@ -114,12 +114,9 @@ impl ApiError {
                 }
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                // A refusal of a request whose body is left unread also closes the
+                // connection; that rule is the dispatcher's, for every status.
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                // A store failure can cut a request short with its body unread (a layer
-                // refused before or during its upload), so the connection is closed after
-                // this answer; saying so keeps clients from sending their next request into
-                // it.
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -154,7 +151,6 @@ mod tests {
         let res = e.into_response();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().contains_key(header::RETRY_AFTER));
-        assert_eq!(res.headers()[header::CONNECTION], "close");
     }
 
     #[test]
