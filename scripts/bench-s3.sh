@@ -52,21 +52,10 @@ PREFIX="bench-$RANDOM$RANDOM"
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 
-# ---------------------------------------------------------------- helpers
-
-log() { printf '[bench-s3 %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  [[ $BASHPID == "$$" ]] || kill -USR1 "$$" 2>/dev/null
-  exit 1
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print 0; exit}
-  if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print 0; else printf "%.6f\n", a/b }'; }
-fmt_mibs() { awk -v x="$1" 'BEGIN{ printf "%.0f MiB/s", x/1048576 }'; }
-mibs_list() { local v; for v in "$@"; do printf '%s  ' "$(fmt_mibs "$v")"; done; }
-# seconds from one $EPOCHREALTIME to another
-elapsed_s() { local a=${1/[.,]/} b=${2/[.,]/}; fdiv "$((10#$b - 10#$a))" 1000000; }
+# shellcheck disable=SC2034 # read by log in lib.sh
+LOG_TAG=bench-s3
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- cleanup
 
@@ -93,17 +82,6 @@ trap 'exit 1' USR1
 
 # ---------------------------------------------------------------- results
 
-declare -a RESULTS=()
-MISSES=0
-result_word() { case $1 in 1) echo PASS ;; -) echo info ;; *) echo MISS ;; esac; }
-record() { # name regfs baseline ratio target ok(1/0/-)
-  RESULTS+=("$1|$2|$3|$4|$5|$6")
-  [[ $6 == 1 || $6 == - ]] || MISSES=$((MISSES + 1))
-  if [[ -n ${BENCH_TSV:-} ]]; then
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "$4" "$5" \
-      "$(result_word "$6")" >>"$BENCH_TSV"
-  fi
-}
 record_ratio() { # name regfs_bps baseline_bps target baseline_label
   local ratio ok target
   ratio=$(fdiv "$2" "$3")
@@ -140,16 +118,6 @@ need_tools() {
   log "installing ${pkgs[*]} with apt-get"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     "${pkgs[@]}" >/dev/null || die "could not install ${pkgs[*]}"
-}
-
-build() {
-  if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
-    log "skipping build (BENCH_SKIP_BUILD=1)"
-  else
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-  fi
-  [[ -x $BIN ]] || die "no binary at $BIN"
 }
 
 start_store() {
@@ -213,8 +181,6 @@ start_regfs() {
 }
 
 # ---------------------------------------------------------------- transfers
-
-new_id() { head -c 64 /dev/urandom | sha256sum | cut -c1-64; }
 
 # call URL METHOD [curl args]: must answer 200
 call() {
@@ -350,12 +316,7 @@ main() {
   record_ratio "layer GET vs aws" "$m_get_r" "$m_get_a" - "aws s3 cp -"
   record_ratio "redirect GET ${LAYER_MIB} MiB" "$m_get_x" "$m_get_p" 0.95 "curl presigned"
   print_results "s3: regfs on $STORE against direct transfers; loopback, $(nproc) cores, median of $REPS"
-  log "done in $((SECONDS - start)) s"
-  if ((MISSES > 0)); then
-    log "$MISSES target(s) missed"
-    [[ ${BENCH_STRICT:-0} == 1 ]] && exit 1
-  fi
-  exit 0
+  finish "$start"
 }
 
 main "$@"

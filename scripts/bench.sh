@@ -125,16 +125,17 @@ ADMIN_USER="admin"
 ADMIN_PASS="bench-$RANDOM$RANDOM"
 REPO=library/bench
 
+# shellcheck disable=SC2034 # read by log in lib.sh
+LOG_TAG=bench
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # ---------------------------------------------------------------- helpers
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-# die from a command substitution also takes the main script down
-die() {
-  log "ERROR: $*"
+# a daemon that has died explains a failure better than the error that followed
+on_die() {
   gone "${SERVER_PID:-}" regfs server.err
   gone "${MOUNT_PID:-}" "regfs mount" mount.err
-  [[ $BASHPID == "$$" ]] || kill -USR1 "$$" 2>/dev/null
-  exit 1
 }
 
 # for die: say so when PID (named NAME, stderr in $WORK/ERRFILE) is no longer running
@@ -152,23 +153,6 @@ gone() { # pid name errfile
 
 now_ns() { date +%s%N; }
 
-# seconds from one $EPOCHREALTIME to another (read inline: no fork around what is timed)
-elapsed_s() { local a=${1/[.,]/} b=${2/[.,]/}; fdiv "$((10#$b - 10#$a))" 1000000; }
-
-# running, and not a zombie waiting to be reaped
-alive() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $st && $st != Z ]]
-}
-
-# median of the numbers given as arguments
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print 0; exit}
-  if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
-
-# float helpers
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print 0; else printf "%.6f\n", a/b }'; }
-fmt_mibs() { awk -v x="$1" 'BEGIN{ printf "%.0f MiB/s", x/1048576 }'; }
 fmt_rps() { awk -v x="$1" 'BEGIN{ printf "%.0f req/s", x }'; }
 fmt_ms() { awk -v x="$1" 'BEGIN{ printf "%.2f ms", x * 1000 }'; }
 
@@ -178,13 +162,6 @@ WORK=""
 WORK_BASE_CREATED=""
 declare -a CLEANUP_PIDS=()
 declare -a CLEANUP_MOUNTS=()
-
-# whether DIR is a mount point now (mountinfo escapes space, tab, newline, backslash)
-is_mounted() {
-  local m=$1
-  m=${m//\\/\\134} m=${m// /\\040} m=${m//$'\t'/\\011} m=${m//$'\n'/\\012}
-  M=$m awk '$5 == ENVIRON["M"] { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
 
 cleanup() {
   local rc=$? pid m
@@ -243,22 +220,6 @@ stop_pid() {
 
 # ---------------------------------------------------------------- results
 
-declare -a RESULTS=()
-MISSES=0
-
-# result word for OK: 1 PASS, 0 MISS, - info (no target)
-result_word() { case $1 in 1) echo PASS ;; -) echo info ;; *) echo MISS ;; esac; }
-
-# record NAME REGFS_TEXT BASELINE_TEXT RATIO_OR_VALUE TARGET_TEXT OK(1/0/-)
-record() {
-  RESULTS+=("$1|$2|$3|$4|$5|$6")
-  [[ $6 == 1 || $6 == - ]] || MISSES=$((MISSES + 1))
-  if [[ -n ${BENCH_TSV:-} ]]; then
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "$4" "$5" \
-      "$(result_word "$6")" >>"$BENCH_TSV"
-  fi
-}
-
 # record a ratio against a ">= target" goal
 record_ratio() { # name regfs_val baseline_val target fmtfn baseline_label
   local name=$1 a=$2 b=$3 target=$4 fmt=$5 blabel=$6 ratio ok
@@ -293,18 +254,7 @@ need_tools() {
   command -v wrk >/dev/null || pkgs+=(wrk)
   command -v cmp >/dev/null || pkgs+=(diffutils)
   [[ $NEED_FUSE == 1 ]] && ! command -v fusermount3 >/dev/null && pkgs+=(fuse3)
-  ((${#pkgs[@]} == 0)) && return 0
-  local sudo=""
-  if [[ $(id -u) != 0 ]]; then
-    command -v sudo >/dev/null || die "missing ${pkgs[*]} and not root; install them first"
-    sudo=sudo
-  fi
-  log "installing ${pkgs[*]} with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
-    $sudo apt-get update -qq >/dev/null
-    $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-  fi
+  install_missing "${pkgs[@]}"
 }
 
 NGINX=""
@@ -312,16 +262,6 @@ find_nginx() {
   NGINX=$(command -v nginx || true)
   [[ -n $NGINX ]] || NGINX=/usr/sbin/nginx
   [[ -x $NGINX ]] || die "nginx not found"
-}
-
-build() {
-  if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
-    log "skipping build (BENCH_SKIP_BUILD=1)"
-  else
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-  fi
-  [[ -x $BIN ]] || die "no binary at $BIN"
 }
 
 make_workdir() {
@@ -512,8 +452,6 @@ api() {
   fi
 }
 
-new_id() { head -c 64 /dev/urandom | sha256sum | cut -c1-64; }
-
 create_repo() {
   api PUT "/v1/repositories/$REPO/" -H 'Content-Type: application/json' --data-binary '[]'
 }
@@ -638,8 +576,6 @@ pick_nginx() { # median_sendfile median_readwrite
   NG_NOTE="sendfile $(fmt_mibs "$1"), read+write $(fmt_mibs "$2")"
   if awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a >= b) }'; then NG_BEST=$1; else NG_BEST=$2; fi
 }
-
-mibs_list() { local v; for v in "$@"; do printf '%s  ' "$(fmt_mibs "$v")"; done; }
 
 section_server() {
   local data="$WORK/www" storage="$WORK/storage" big small big_bytes small_bytes
@@ -875,6 +811,19 @@ stop_mount() {
   if is_mounted "$dir"; then
     log "WARNING: $dir still mounted after the daemon exited; detaching it"
     fusermount3 -u -z "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null || true
+  fi
+}
+
+# mount_err_summary: the daemon's most frequent stderr lines over the section, as the file
+# goes with the scratch dir and at RUST_LOG=warn any line in it is worth a look
+mount_err_summary() {
+  local n
+  n=$(grep -c . "$WORK/mount.err" || true)
+  if ((n > 0)); then
+    log "regfs mount wrote $n lines to stderr over the section (RUST_LOG=warn), by count:"
+    # without colours and timestamps
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9TZ:.-]* *//' "$WORK/mount.err" | sort | uniq -c |
+      sort -rn | head -n 5 >&2
   fi
 }
 
@@ -1200,13 +1149,7 @@ section_mount() {
     "--cache-size $MOUNT_CACHE_MIB MiB" "-" "<= $((MOUNT_CACHE_MIB + 64)) MiB" \
     "$( ((hwm <= (MOUNT_CACHE_MIB + 64) * 1024)) && echo 1 || echo 0)"
 
-  n=$(grep -c . "$WORK/mount.err" || true)
-  if ((n > 0)); then
-    log "regfs mount wrote $n lines to stderr over the section (RUST_LOG=warn), by count:"
-    # without colours and timestamps
-    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9TZ:.-]* *//' "$WORK/mount.err" | sort | uniq -c |
-      sort -rn | head -n 5 >&2
-  fi
+  mount_err_summary
   stop_pid "$SERVER_PID"
   rm -rf "$data" "$storage"
   print_results "mount: regfs mount (--cache-size $MOUNT_CACHE_MIB MiB) against curl and local reads; loopback, $(nproc) cores, page cache $([[ $DROP_CACHES == yes ]] && echo dropped || echo kept) for cold runs"
@@ -1425,12 +1368,7 @@ section_mount_write() {
     "idle $((max_idle / 1024)), VmHWM $((max_hwm / 1024)) MiB" "-" "<= 64 MiB" \
     "$( ((max_over <= 64 * 1024)) && echo 1 || echo 0)"
 
-  n=$(grep -c . "$WORK/mount.err" || true)
-  if ((n > 0)); then
-    log "regfs mount wrote $n lines to stderr over the section (RUST_LOG=warn), by count:"
-    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9TZ:.-]* *//' "$WORK/mount.err" | sort | uniq -c |
-      sort -rn | head -n 5 >&2
-  fi
+  mount_err_summary
   stop_pid "$SERVER_PID"
   rm -rf "$data" "$storage" "$spool"
   print_results "mount-write: regfs mount pushes against curl to the server; loopback, $(nproc) cores"
@@ -1472,12 +1410,7 @@ main() {
     check_quiet
     "section_${s//-/_}"
   done
-  log "done in $((SECONDS - start)) s"
-  if ((MISSES > 0)); then
-    log "$MISSES target(s) missed"
-    [[ ${BENCH_STRICT:-0} == 1 ]] && exit 1
-  fi
-  exit 0
+  finish "$start"
 }
 
 main "$@"

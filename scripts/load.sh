@@ -59,25 +59,14 @@ REPO=loader/app
 # Upper bound on iterations of any loop that runs for a duration.
 MAX_ITER=1000000
 
-log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-
-alive() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $st && $st != Z ]]
-}
+# shellcheck disable=SC2034 # read by log in lib.sh
+LOG_TAG=load
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # alive, and a child of this script (a reaped pid may have been reused by then)
 ours() {
   alive "$1" && [[ $(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) == "$$" ]]
-}
-
-is_mounted() {
-  M=$1 awk '$5 == ENVIRON["M"] { found = 1 } END { exit !found }' /proc/self/mountinfo
 }
 
 # ---------------------------------------------------------------- cleanup
@@ -110,6 +99,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 1' USR1
 
 track() { PIDS+=("$1"); }
 
@@ -121,24 +111,13 @@ need_tools() {
   command -v curl >/dev/null || pkgs+=(curl)
   command -v python3 >/dev/null || pkgs+=(python3)
   command -v fusermount3 >/dev/null || pkgs+=(fuse3)
-  ((${#pkgs[@]} == 0)) && return 0
-  local sudo=""
-  if [[ $(id -u) != 0 ]]; then
-    command -v sudo >/dev/null || die "missing ${pkgs[*]} and not root; install them first"
-    sudo=sudo
-  fi
-  log "installing ${pkgs[*]} with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
-    $sudo apt-get update -qq >/dev/null
-    $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-  fi
+  install_missing "${pkgs[@]}"
 }
 
-build() {
+# a binary named by LOAD_BIN or BENCH_BIN is run as it is, without building
+build_unless_given() {
   if [[ -z $BIN ]]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    cargo_build
     BIN=$ROOT/target/release/regfs
   fi
   [[ -x $BIN ]] || die "no binary at $BIN"
@@ -560,7 +539,7 @@ mount_row() {
 
 MOUNT_HWM="?"
 need_tools
-build
+build_unless_given
 make_workdir
 start_server
 sample_rss "$SERVER_PID" "$WORK/server.rss"
