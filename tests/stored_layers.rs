@@ -182,6 +182,18 @@ fn the_embedded_mount_hands_the_kernel_its_stored_layer_files() {
     file.read_to_end(&mut got).unwrap();
     assert!(got == image.layer, "the layer reads byte for byte");
     drop(file);
+
+    // An image pushed through this mount reads back through it, from its stored file.
+    let pushed = Image::new("stored-process-pushed", 1024 * 1024 + 9);
+    let dir = m.path(&format!("images/{}", pushed.id));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("json"), &pushed.json).unwrap();
+    std::fs::write(dir.join("layer"), &pushed.layer).unwrap();
+    let back = std::fs::read(dir.join("layer")).unwrap();
+    assert!(
+        back == pushed.layer,
+        "a layer pushed through the mount reads back whole"
+    );
     // Where the kernel or our privileges refuse passthrough, the daemon says so at -v and
     // reads through the registry instead.
     let log = m.log();
