@@ -4,7 +4,8 @@
 //!
 //! One pooled `reqwest::Client` serves every call (keep-alive, parallel connections for ranged
 //! reads). Idempotent reads are retried with exponential back-off on connection errors and 5xx,
-//! within the overall `timeout`, so a registry that blinks does not fail a `cat`.
+//! within the overall `timeout`, so a registry that blinks does not fail a `cat`. Layer reads
+//! of the registry this process serves itself (the embedded default) skip HTTP altogether.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -92,6 +93,9 @@ pub struct RegistryClient {
     http: reqwest::Client,
     credentials: Option<(String, String)>,
     timeout: Duration,
+    /// The registry this process serves at `base` (the embedded default), whose layer bytes
+    /// are read directly rather than through a socket to ourselves.
+    local: Option<crate::registry::Registry>,
 }
 
 impl RegistryClient {
@@ -108,7 +112,16 @@ impl RegistryClient {
             http,
             credentials: config.credentials,
             timeout: config.timeout,
+            local: None,
         })
+    }
+
+    /// Reads layers straight from `registry`, which must be the one this process serves at
+    /// this client's URL: the same bytes and the same errors as over HTTP (reads are public),
+    /// without the server's and our copies through a loopback socket.
+    pub fn with_local_layers(mut self, registry: crate::registry::Registry) -> Self {
+        self.local = Some(registry);
+        self
     }
 
     /// The registry's URL, without a trailing slash.
@@ -326,47 +339,68 @@ impl RegistryClient {
         &self,
         id: &ImageId,
         range: Range<u64>,
-        mut buf: Option<BytesMut>,
+        buf: Option<BytesMut>,
     ) -> Result<Bytes> {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let path = format!("/v1/images/{id}/layer");
-        let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let want = (range.end - range.start) as usize;
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(50);
+        let mut buf = buf.unwrap_or_default();
         loop {
-            let res = self
-                .send_retrying(|| {
-                    self.request(Method::GET, &path)
-                        .header(reqwest::header::RANGE, &header)
-                })
-                .await?;
-            let partial = res.status() == StatusCode::PARTIAL_CONTENT;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let limit = if partial { want } else { usize::MAX };
-            let into = buf.take().unwrap_or_default();
-            let body = tokio::time::timeout(left, read_limited(res, limit, into))
-                .await
-                .map_err(|_| ClientError::Timeout)
-                .and_then(|r| r);
-            match body {
-                Ok(body) if partial && body.len() == want => return Ok(body),
-                // A registry that ignores Range sends the whole layer.
-                Ok(body) if !partial => {
-                    let end = (range.end as usize).min(body.len());
-                    let start = (range.start as usize).min(end);
-                    return Ok(body.slice(start..end));
+            let into = std::mem::take(&mut buf);
+            let got = match &self.local {
+                Some(registry) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::timeout(left, local_range(registry, id, range.clone(), into))
+                        .await
+                        .unwrap_or(Err(ClientError::Timeout))
                 }
-                Ok(_) => return Err(ClientError::Protocol("short range read".into())),
+                None => self.http_range(id, &range, into, deadline).await,
+            };
+            match got {
                 Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => return Err(e),
+                got => return got,
             }
         }
+    }
+
+    /// One ranged GET of a layer, its body read into `into` by `deadline`.
+    async fn http_range(
+        &self,
+        id: &ImageId,
+        range: &Range<u64>,
+        into: BytesMut,
+        deadline: Instant,
+    ) -> Result<Bytes> {
+        let path = format!("/v1/images/{id}/layer");
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let want = (range.end - range.start) as usize;
+        let res = self
+            .send_retrying(|| {
+                self.request(Method::GET, &path)
+                    .header(reqwest::header::RANGE, &header)
+            })
+            .await?;
+        let partial = res.status() == StatusCode::PARTIAL_CONTENT;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = if partial { want } else { usize::MAX };
+        let body = tokio::time::timeout(left, read_limited(res, limit, into))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        if !partial {
+            // A registry that ignores Range sends the whole layer.
+            let end = (range.end as usize).min(body.len());
+            let start = (range.start as usize).min(end);
+            return Ok(body.slice(start..end));
+        }
+        if body.len() != want {
+            return Err(ClientError::Protocol("short range read".into()));
+        }
+        Ok(body)
     }
 }
 
@@ -499,22 +533,62 @@ async fn check(res: reqwest::Response) -> Result<reqwest::Response> {
     if status.is_success() {
         return Ok(res);
     }
-    let err = match status {
+    if let Some(err) = status_error(status) {
+        return Err(err);
+    }
+    let body = res.bytes().await.unwrap_or_default();
+    let msg = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| status.to_string());
+    Err(ClientError::Refused(msg))
+}
+
+/// The error of a failed status, where the status alone tells it (else the registry's
+/// message does: [`ClientError::Refused`]).
+fn status_error(status: StatusCode) -> Option<ClientError> {
+    Some(match status {
         StatusCode::NOT_FOUND => ClientError::NotFound,
         StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
         StatusCode::FORBIDDEN => ClientError::Forbidden,
         StatusCode::CONFLICT => ClientError::Conflict,
         s if s.is_server_error() => ClientError::Server(s.as_u16()),
-        _ => {
-            let body = res.bytes().await.unwrap_or_default();
-            let msg = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| status.to_string());
-            ClientError::Refused(msg)
-        }
+        _ => return None,
+    })
+}
+
+/// Bytes `range` of layer `id` from a registry in this process, into `buf`. A store failure
+/// part-way is an error, as a cut-off HTTP body is.
+async fn local_range(
+    registry: &crate::registry::Registry,
+    id: &ImageId,
+    range: Range<u64>,
+    mut buf: BytesMut,
+) -> Result<Bytes> {
+    use futures::StreamExt;
+    let want = (range.end - range.start) as usize;
+    // The error the server would have answered with, as this client would have read it.
+    let refused = |e: crate::registry::RegistryError| {
+        let api = crate::server::error::ApiError::from(e);
+        status_error(api.status()).unwrap_or_else(|| ClientError::Refused(api.to_string()))
     };
-    Err(err)
+    let mut layer = registry
+        .image_layer(id, Some(range))
+        .await
+        .map_err(refused)?;
+    buf.clear();
+    buf.reserve(want);
+    while let Some(chunk) = layer.download.stream.next().await {
+        match chunk {
+            Ok(chunk) if buf.len() + chunk.len() <= want => buf.extend_from_slice(&chunk),
+            Ok(_) => return Err(ClientError::Protocol("layer larger than asked".into())),
+            Err(e) => return Err(refused(e.into())),
+        }
+    }
+    if buf.len() != want {
+        return Err(ClientError::Protocol("short range read".into()));
+    }
+    Ok(buf.freeze())
 }
 
 /// Reads a body into `buf` (after clearing it), refusing more than `limit` bytes.

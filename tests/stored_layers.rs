@@ -1,12 +1,15 @@
-//! The mount of a registry that runs in the same process on a local directory (the embedded
-//! default): with passthrough, a layer open hands the kernel the stored file itself, and no
-//! read reaches the daemon or the HTTP server; without it, the daemon reads that file.
+//! The mount of a registry that runs in the same process (the embedded default). On a local
+//! directory, with passthrough, a layer open hands the kernel the stored file itself, and no
+//! read reaches the daemon or the HTTP server; without it, the daemon reads that file. On any
+//! other store, layer bytes come from the registry directly, not through a loopback socket.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use regfs::client::{ClientConfig, ClientError, RegistryClient};
 use regfs::mount::{FsConfig, LocalLayers, RegistryFs};
+use regfs::names::ImageId;
 use regfs::registry::{Registry, RegistryConfig};
 use regfs::storage::{BlobStore, ObjectBackend};
 
@@ -102,6 +105,74 @@ async fn a_store_without_files_is_read_through_the_registry() {
     );
     let data = fs.read(o.fh, 0, 70_001).await.unwrap();
     assert!(data[..] == image.layer[..]);
+    fs.release(o.fh).await;
+}
+
+/// A client of `url` whose layer reads go to `registry` in this process.
+fn in_process_client(url: &str, registry: Registry) -> RegistryClient {
+    RegistryClient::new(ClientConfig {
+        url: url.to_string(),
+        credentials: None,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap()
+    .with_local_layers(registry)
+}
+
+/// Layer ranges read in process are the bytes and the errors the same registry gives over
+/// HTTP, and need no server.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_process_layer_reads_match_http_and_need_no_server() {
+    let store: Arc<dyn BlobStore> = Arc::new(ObjectBackend::memory());
+    let (server, image) = server_with(store.clone(), "in-process", 300_007).await;
+    let pending = Image::new("in-process-pending", 1000);
+    let r = server.client().put_json(&pending, &Auth::admin()).await;
+    assert_eq!(r.status, 200);
+    let registry = Registry::new(store, RegistryConfig::default());
+    let http = RegistryClient::new(ClientConfig {
+        url: server.url.clone(),
+        credentials: None,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    let local = in_process_client(&server.url, registry.clone());
+    let id: ImageId = image.id.parse().unwrap();
+    let missing: ImageId = "e".repeat(64).parse().unwrap();
+    let pending_id: ImageId = pending.id.parse().unwrap();
+    for range in [0..1, 5..70_000, 299_000..300_007, 0..300_007] {
+        let a = http.layer_range(&id, range.clone()).await.unwrap();
+        let b = local.layer_range(&id, range.clone()).await.unwrap();
+        assert!(a == b, "{range:?}");
+        assert!(b[..] == image.layer[range.start as usize..range.end as usize]);
+    }
+    for bad in [&missing, &pending_id] {
+        let a = http.layer_range(bad, 0..10).await.unwrap_err();
+        let b = local.layer_range(bad, 0..10).await.unwrap_err();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{bad}");
+    }
+    assert!(matches!(
+        local.layer_range(&missing, 0..10).await,
+        Err(ClientError::NotFound)
+    ));
+
+    // Through the filesystem: looked up while the server ran, read after it stopped.
+    let fs = RegistryFs::new(
+        in_process_client(&server.url, registry),
+        FsConfig {
+            block_size: 64 * 1024,
+            ..FsConfig::default()
+        },
+    );
+    let ino = layer_ino(&fs, &image).await;
+    let o = fs.open(ino, false, false).await.unwrap();
+    drop(server);
+    let mut got = Vec::new();
+    while got.len() < image.layer.len() {
+        let data = fs.read(o.fh, got.len() as u64, 100_000).await.unwrap();
+        assert!(!data.is_empty(), "short at {}", got.len());
+        got.extend_from_slice(&data);
+    }
+    assert!(got == image.layer, "the whole layer, in order");
     fs.release(o.fh).await;
 }
 

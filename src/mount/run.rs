@@ -204,11 +204,13 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         source,
     })?;
     let mut local_layers = None;
+    let mut in_process = None;
     let (stop_server, server_task, url, credentials) = match &config.registry {
         Some(url) => (None, None, url.clone(), config.credentials.clone()),
         None => {
             let server = bind_embedded(&config.serve).await?;
             let url = server.url();
+            in_process = Some(server.registry().clone());
             if matches!(
                 config.serve.storage,
                 crate::storage::StorageConfig::Local(_)
@@ -230,11 +232,15 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         }
     };
     announce(&url);
-    let client = RegistryClient::new(ClientConfig {
+    let mut client = RegistryClient::new(ClientConfig {
         url: url.clone(),
         credentials,
         timeout: config.timeout,
     })?;
+    if let Some(registry) = in_process {
+        // Layer bytes of the registry in this process need no trip through a socket.
+        client = client.with_local_layers(registry);
+    }
     if let Err(e) = client.ping().await {
         tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
     }
