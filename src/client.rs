@@ -142,7 +142,17 @@ impl RegistryClient {
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        let deadline = Instant::now() + self.timeout;
+        self.send_retrying_until(build, Instant::now() + self.timeout)
+            .await
+    }
+
+    /// [`Self::send_retrying`] within a deadline the caller already runs under, so retries
+    /// around it never extend it.
+    async fn send_retrying_until(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<reqwest::Response> {
         let mut backoff = Duration::from_millis(50);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -380,10 +390,13 @@ impl RegistryClient {
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let want = (range.end - range.start) as usize;
         let res = self
-            .send_retrying(|| {
-                self.request(Method::GET, &path)
-                    .header(reqwest::header::RANGE, &header)
-            })
+            .send_retrying_until(
+                || {
+                    self.request(Method::GET, &path)
+                        .header(reqwest::header::RANGE, &header)
+                },
+                deadline,
+            )
             .await?;
         let partial = res.status() == StatusCode::PARTIAL_CONTENT;
         let left = deadline.saturating_duration_since(Instant::now());

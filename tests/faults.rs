@@ -632,3 +632,35 @@ async fn mount_reads_under_store_faults_are_eio_and_succeed_once_cleared() {
         .await
         .unwrap();
 }
+
+/// A layer range whose every attempt meets a failing store gives up within the client's
+/// timeout: retries of the request and of the range share one deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_layer_range_gives_up_within_the_timeout() {
+    let backing = memory();
+    let (server, faults) = faulty_server(&backing.store, 0);
+    let (_, child) = push_fixture(&server.client()).await;
+    let client = regfs::client::RegistryClient::new(regfs::client::ClientConfig {
+        url: server.url.clone(),
+        credentials: None,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    let id: ImageId = child.id.parse().unwrap();
+    faults.arm(Fault::error(Op::READS));
+    let started = std::time::Instant::now();
+    let err = client.layer_range(&id, 0..1000).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            regfs::client::ClientError::Server(503) | regfs::client::ClientError::Timeout
+        ),
+        "{err:?}"
+    );
+    // Slack for a loaded machine; a retry that restarted the clock would take about 3.5 s.
+    assert!(took < Duration::from_millis(2800), "{took:?}");
+    faults.clear();
+    let data = client.layer_range(&id, 0..1000).await.unwrap();
+    assert!(data[..] == child.layer[..1000]);
+}
