@@ -60,22 +60,14 @@ impl Reader {
             .min(CHUNK);
         let mut buf = vec![0u8; want];
         if self.nowait {
-            match rustix::io::preadv2(
-                &*self.file,
-                &mut [IoSliceMut::new(&mut buf)],
-                self.pos,
-                ReadWriteFlags::NOWAIT,
-            ) {
-                Ok(n) if n > 0 => {
+            match read_cached(&self.file, &mut buf, self.pos)? {
+                Cached::Read(n) => {
                     buf.truncate(n);
                     self.pos += n as u64;
                     return Ok(Bytes::from(buf));
                 }
-                // Zero is the end of the file, or nothing cached on some kernels: the blocking
-                // read below tells which.
-                Ok(_) | Err(Errno::AGAIN) => {}
-                Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => self.nowait = false,
-                Err(e) => return Err(StorageError::Io(e.into())),
+                Cached::Miss => {}
+                Cached::Unsupported => self.nowait = false,
             }
         }
         let file = self.file.clone();
@@ -102,15 +94,9 @@ pub async fn read_exact(file: Arc<File>, range: Range<u64>) -> Result<Bytes, Sto
     let mut buf = vec![0u8; len];
     let mut filled = 0;
     while filled < len {
-        match rustix::io::preadv2(
-            &*file,
-            &mut [IoSliceMut::new(&mut buf[filled..])],
-            range.start + filled as u64,
-            ReadWriteFlags::NOWAIT,
-        ) {
-            Ok(n) if n > 0 => filled += n,
-            // Not cached, the end, or no RWF_NOWAIT here: the blocking read tells which.
-            _ => break,
+        match read_cached(&file, &mut buf[filled..], range.start + filled as u64)? {
+            Cached::Read(n) => filled += n,
+            Cached::Miss | Cached::Unsupported => break,
         }
     }
     if filled < len {
@@ -126,6 +112,32 @@ pub async fn read_exact(file: Arc<File>, range: Range<u64>) -> Result<Bytes, Sto
         )));
     }
     Ok(Bytes::from(buf))
+}
+
+/// What one read that must not wait for the disk gave.
+enum Cached {
+    /// Bytes from the page cache.
+    Read(usize),
+    /// Nothing cached, or the end of the file (some kernels say 0 for both): a blocking read
+    /// tells which.
+    Miss,
+    /// The filesystem has no `RWF_NOWAIT`.
+    Unsupported,
+}
+
+/// Reads into `buf` at `pos` what the page cache holds, without blocking.
+fn read_cached(file: &File, buf: &mut [u8], pos: u64) -> Result<Cached, StorageError> {
+    match rustix::io::preadv2(
+        file,
+        &mut [IoSliceMut::new(buf)],
+        pos,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) if n > 0 => Ok(Cached::Read(n)),
+        Ok(_) | Err(Errno::AGAIN) => Ok(Cached::Miss),
+        Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(Cached::Unsupported),
+        Err(e) => Err(StorageError::Io(e.into())),
+    }
 }
 
 /// Fills `buf` past its first `filled` bytes, which hold the file from `pos`, stopping early
