@@ -118,10 +118,23 @@ impl RegistryClient {
 
     /// Reads layers straight from `registry`, which must be the one this process serves at
     /// this client's URL: the same bytes and the same errors as over HTTP (reads are public),
-    /// without the server's and our copies through a loopback socket.
+    /// without the server's and our copies through a loopback socket; on a local directory,
+    /// [`Self::local_layer_file`] gives the stored files themselves.
     pub fn with_local_layers(mut self, registry: crate::registry::Registry) -> Self {
         self.local = Some(registry);
         self
+    }
+
+    /// The stored file of complete image `id`'s layer in the registry this process serves, on
+    /// a local directory; `None` for any other registry or store.
+    pub async fn local_layer_file(&self, id: &ImageId) -> Option<std::fs::File> {
+        match self.local.as_ref()?.layer_file(id).await {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::debug!(%id, %error, "no stored layer file");
+                None
+            }
+        }
     }
 
     /// The registry's URL, without a trailing slash.

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regfs::client::{ClientConfig, ClientError, RegistryClient};
-use regfs::mount::{FsConfig, LocalLayers, RegistryFs};
+use regfs::mount::{FsConfig, RegistryFs};
 use regfs::names::ImageId;
 use regfs::registry::{Registry, RegistryConfig};
-use regfs::storage::{BlobStore, ObjectBackend};
+use regfs::storage::{BlobStore, ObjectBackend, keys};
 
-use crate::common::fs::{registry_fs, walk};
+use crate::common::fs::walk;
 use crate::common::{Auth, Image, TestServer};
 
 /// A server over `store` holding one image with a layer of `len` bytes.
@@ -28,20 +28,15 @@ fn local(dir: &Path) -> Arc<dyn BlobStore> {
     Arc::new(ObjectBackend::local(dir).unwrap())
 }
 
-/// Settings whose layers are the stored files of `store`, as the embedded mount has them.
-fn config(store: Arc<dyn BlobStore>) -> FsConfig {
-    FsConfig {
+/// A filesystem over `url` whose layer reads go to a registry over `store` in this process, as
+/// the embedded mount's do.
+fn new_fs(url: &str, store: Arc<dyn BlobStore>, passthrough: bool) -> RegistryFs {
+    let registry = Registry::new(store, RegistryConfig::default());
+    let config = FsConfig {
         block_size: 64 * 1024,
-        local_layers: Some(LocalLayers::new(Registry::new(
-            store,
-            RegistryConfig::default(),
-        ))),
         ..FsConfig::default()
-    }
-}
-
-fn new_fs(url: &str, config: FsConfig, passthrough: bool) -> RegistryFs {
-    let fs = registry_fs(url, None, config, Duration::from_secs(2));
+    };
+    let fs = RegistryFs::new(in_process_client(url, registry), config);
     fs.set_passthrough(passthrough);
     fs
 }
@@ -56,7 +51,7 @@ async fn a_layer_open_hands_over_the_stored_file_and_reads_come_from_it() {
     let tmp = tempfile::tempdir().unwrap();
     let store = local(tmp.path());
     let (server, image) = server_with(store.clone(), "stored-layer", 200_003).await;
-    let fs = new_fs(&server.url, config(store.clone()), true);
+    let fs = new_fs(&server.url, store.clone(), true);
     let ino = layer_ino(&fs, &image).await;
     let o = fs.open(ino, false, false).await.unwrap();
     let p = o
@@ -74,13 +69,17 @@ async fn a_layer_open_hands_over_the_stored_file_and_reads_come_from_it() {
     fs.release(again.fh).await;
     fs.release(o.fh).await;
 
-    // Without passthrough the daemon reads the stored file itself: no request reaches the
-    // registry, which may as well be gone.
-    let fs = new_fs(&server.url, config(store), false);
+    // Without passthrough the daemon reads the file it opened: no request reaches the
+    // registry, which may as well be gone, and an object replaced since (which a read through
+    // the registry would see) leaves the open file's bytes as they were.
+    let fs = new_fs(&server.url, store.clone(), false);
     let ino = layer_ino(&fs, &image).await;
     let o = fs.open(ino, false, false).await.unwrap();
     assert!(o.passthrough.is_none());
     drop(server);
+    let id: ImageId = image.id.parse().unwrap();
+    let other = bytes::Bytes::from(vec![0xa5; image.layer.len()]);
+    store.put(&keys::image_layer(&id), other).await.unwrap();
     let data = fs.read(o.fh, 7, 100_000).await.unwrap();
     assert!(data[..] == image.layer[7..100_007]);
     let data = fs.read(o.fh, 199_990, 100).await.unwrap();
@@ -96,7 +95,7 @@ async fn a_layer_open_hands_over_the_stored_file_and_reads_come_from_it() {
 async fn a_store_without_files_is_read_through_the_registry() {
     let store: Arc<dyn BlobStore> = Arc::new(ObjectBackend::memory());
     let (server, image) = server_with(store.clone(), "memory-layer", 70_001).await;
-    let fs = new_fs(&server.url, config(store), true);
+    let fs = new_fs(&server.url, store, true);
     let ino = layer_ino(&fs, &image).await;
     let o = fs.open(ino, false, false).await.unwrap();
     assert!(
@@ -189,7 +188,7 @@ async fn a_mounted_stored_layer_is_read_by_the_kernel_alone() {
     let url = server.url.clone();
     let rel = format!("images/{}/layer", image.id);
     let granted = tokio::task::spawn_blocking(move || {
-        let m = TestMount::with_config(&url, None, config(store), Duration::from_secs(5));
+        let m = TestMount::with_fs(new_fs(&url, store, false));
         let granted = m.fs().passthrough();
         let before = m.fs().read_requests();
         let whole = std::fs::read(m.join(&rel)).unwrap();

@@ -23,7 +23,7 @@ mod push;
 mod write;
 use crate::client::{ClientError, ImageInfo, ListedTag, RegistryClient};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
-pub use passthrough::{LocalLayers, Passthrough};
+pub use passthrough::Passthrough;
 
 /// Bytes of a tag file, and of each line of an ancestry file: an image id and a newline.
 const ID_LINE_LEN: u64 = 65;
@@ -58,9 +58,6 @@ pub struct FsConfig {
     pub gid: u32,
     /// Refuse every change with EROFS.
     pub read_only: bool,
-    /// The stored layer files of the registry, when it runs in this process on a local
-    /// directory: with passthrough, the kernel reads them directly.
-    pub local_layers: Option<LocalLayers>,
 }
 
 impl Default for FsConfig {
@@ -76,7 +73,6 @@ impl Default for FsConfig {
             uid: 0,
             gid: 0,
             read_only: false,
-            local_layers: None,
         }
     }
 }

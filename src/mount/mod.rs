@@ -15,7 +15,7 @@ pub mod inode;
 pub mod tree;
 
 pub use error::FsError;
-pub use fs::{FsConfig, LocalLayers, RegistryFs};
+pub use fs::{FsConfig, RegistryFs};
 pub mod credentials;
 pub mod run;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fs::{FsConfig, LocalLayers, RegistryFs};
+use super::fs::{FsConfig, RegistryFs};
 use super::fuse::FuseAdapter;
 use crate::client::{ClientConfig, RegistryClient};
 use crate::server::ServeConfig;
@@ -203,7 +203,6 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         path: config.mountpoint.display().to_string(),
         source,
     })?;
-    let mut local_layers = None;
     let mut in_process = None;
     let (stop_server, server_task, url, credentials) = match &config.registry {
         Some(url) => (None, None, url.clone(), config.credentials.clone()),
@@ -211,12 +210,6 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             let server = bind_embedded(&config.serve).await?;
             let url = server.url();
             in_process = Some(server.registry().clone());
-            if matches!(
-                config.serve.storage,
-                crate::storage::StorageConfig::Local(_)
-            ) {
-                local_layers = Some(LocalLayers::new(server.registry().clone()));
-            }
             let creds = config.credentials.clone().or_else(|| {
                 config
                     .serve
@@ -238,14 +231,14 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         timeout: config.timeout,
     })?;
     if let Some(registry) = in_process {
-        // Layer bytes of the registry in this process need no trip through a socket.
+        // Layer bytes of the registry in this process need no trip through a socket (and on a
+        // local directory, its stored files can be handed to the kernel).
         client = client.with_local_layers(registry);
     }
     if let Err(e) = client.ping().await {
         tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
     }
     let mut fs_config = config.fs.clone();
-    fs_config.local_layers = local_layers;
     if config.registry.is_none() && fs_config.cache_dir.is_some() {
         // The embedded registry's URL changes with a taken port; its storage is what it is.
         match embedded_scope(&config.serve.storage) {

@@ -30,12 +30,17 @@ impl TestMount {
         fs_config: FsConfig,
         timeout: Duration,
     ) -> Self {
+        Self::with_fs(super::fs::registry_fs(url, credentials, fs_config, timeout))
+    }
+
+    /// Mounts a filesystem built by the caller.
+    pub fn with_fs(fs: RegistryFs) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let fs = Arc::new(super::fs::registry_fs(url, credentials, fs_config, timeout));
+        let fs = Arc::new(fs);
         let dir = tempfile::tempdir().unwrap();
         let mounted =
             regfs::mount::mount_fs(fs, dir.path(), rt.handle().clone(), 4, false, None).unwrap();

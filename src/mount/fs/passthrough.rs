@@ -31,29 +31,6 @@ pub struct Passthrough {
     pub file: Arc<File>,
 }
 
-/// The stored layer files of a registry running in this process on a local directory. They
-/// are the files the server streams from, complete and never rewritten (a store renames new
-/// objects into place), so the kernel can read them instead of the registry's HTTP answers.
-#[derive(Debug, Clone)]
-pub struct LocalLayers(crate::registry::Registry);
-
-impl LocalLayers {
-    pub fn new(registry: crate::registry::Registry) -> Self {
-        LocalLayers(registry)
-    }
-
-    /// The stored file of complete image `id`'s layer, if storage keeps one.
-    async fn open(&self, id: &ImageId) -> Option<File> {
-        match self.0.layer_file(id).await {
-            Ok(file) => file,
-            Err(error) => {
-                tracing::debug!(%id, %error, "no stored layer file to pass through");
-                None
-            }
-        }
-    }
-}
-
 /// How the kernel reads one open layer handle.
 #[derive(Debug)]
 pub(super) enum LayerOpen {
@@ -122,12 +99,10 @@ impl RegistryFs {
         let cached_open = lock(&self.layer_opens)
             .get(&ino)
             .is_some_and(|o| o.cached > 0);
-        // Opened whether or not the kernel reads it: without passthrough, `read` takes the
-        // bytes from it instead of a request to the registry in this same process.
-        let stored = match &self.config.local_layers {
-            Some(local) => local.open(id).await.map(Arc::new),
-            None => None,
-        };
+        // The files the registry in this process streams from are complete and never
+        // rewritten (a store renames new objects into place). Opened whether or not the kernel
+        // reads it: without passthrough, `read` takes the bytes from it.
+        let stored = self.client.local_layer_file(id).await.map(Arc::new);
         let whole = if self.passthrough() && !cached_open {
             match (&stored, &self.disk) {
                 (Some(file), _) => Some(file.clone()),
