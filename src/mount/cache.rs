@@ -1,7 +1,7 @@
 //! The mount's caches, all inside one memory budget.
 //!
 //! - [`TtlMap`]: small mutable facts (listings, tags, search results), re-validated after the
-//!   TTL (`--ttl`, default 1 s).
+//!   TTL (`--ttl`, default 1 s), by a [`Clock`] that tests move on by hand.
 //! - [`BlockCache`]: layer bytes in fixed blocks, LRU within the budget. Layers never change,
 //!   so a block is valid forever. Fetches are single-flight (readers of the same block share one
 //!   ranged GET) and bounded in number, and prefetched blocks count against the same budget.
@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,27 +29,84 @@ use super::disk_cache::DiskCache;
 use crate::client::{ClientError, RegistryClient};
 use crate::names::ImageId;
 
+/// Where the mount's expiries read the time: the system's monotonic clock, or one that only
+/// moves when told ([`Clock::manual`]), so a test of an expiry advances time instead of
+/// sleeping through it. Cheap to clone; the system clock costs one branch over
+/// [`Instant::now`].
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    /// Nanoseconds a manual clock has been moved on; `None` for the system clock.
+    manual: Option<Arc<ManualTime>>,
+}
+
+#[derive(Debug)]
+struct ManualTime {
+    start: Instant,
+    offset_nanos: AtomicU64,
+}
+
+impl Clock {
+    /// The system's monotonic clock.
+    pub fn system() -> Self {
+        Clock::default()
+    }
+
+    /// A clock standing still at the present until [`Clock::advance`] moves it; clones share
+    /// its time.
+    pub fn manual() -> Self {
+        Clock {
+            manual: Some(Arc::new(ManualTime {
+                start: Instant::now(),
+                offset_nanos: AtomicU64::new(0),
+            })),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        match &self.manual {
+            None => Instant::now(),
+            Some(m) => m.start + Duration::from_nanos(m.offset_nanos.load(Ordering::SeqCst)),
+        }
+    }
+
+    /// Moves a manual clock on by `by`; the system clock cannot be moved, so it is left alone.
+    pub fn advance(&self, by: Duration) {
+        if let Some(m) = &self.manual {
+            let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+            m.offset_nanos.fetch_add(nanos, Ordering::SeqCst);
+        }
+    }
+}
+
 /// A map whose entries expire after a fixed time; bounded in entries.
 #[derive(Debug)]
 pub struct TtlMap<K: Hash + Eq, V> {
     ttl: Duration,
+    clock: Clock,
     entries: Mutex<LruCache<K, (Instant, V)>>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self::with_clock(ttl, capacity, Clock::system())
+    }
+
+    /// A map whose entries age by `clock`.
+    pub fn with_clock(ttl: Duration, capacity: usize, clock: Clock) -> Self {
         let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         TtlMap {
             ttl,
+            clock,
             entries: Mutex::new(LruCache::new(cap)),
         }
     }
 
     /// A fresh entry, if any.
     pub fn get(&self, key: &K) -> Option<V> {
+        let now = self.clock.now();
         let mut entries = lock(&self.entries);
         match entries.get(key) {
-            Some((at, v)) if at.elapsed() < self.ttl => Some(v.clone()),
+            Some((at, v)) if now.saturating_duration_since(*at) < self.ttl => Some(v.clone()),
             Some(_) => {
                 entries.pop(key);
                 None
@@ -58,7 +116,8 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
     }
 
     pub fn put(&self, key: K, value: V) {
-        lock(&self.entries).put(key, (Instant::now(), value));
+        let now = self.clock.now();
+        lock(&self.entries).put(key, (now, value));
     }
 
     pub fn remove(&self, key: &K) {
@@ -292,6 +351,11 @@ impl BlockCache {
     pub fn bytes(&self) -> u64 {
         lock(&self.inner).bytes
     }
+
+    /// Block fetches under way, prefetches included (for tests and metrics).
+    pub fn fetches_in_flight(&self) -> usize {
+        lock(&self.inner).inflight.len()
+    }
 }
 
 #[cfg(test)]
@@ -300,11 +364,29 @@ mod tests {
 
     #[test]
     fn ttl_entries_expire() {
-        let m: TtlMap<u32, u32> = TtlMap::new(Duration::from_millis(20), 10);
+        let clock = Clock::manual();
+        let m: TtlMap<u32, u32> = TtlMap::with_clock(Duration::from_secs(1), 10, clock.clone());
         m.put(1, 10);
-        assert_eq!(m.get(&1), Some(10));
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(m.get(&1), None);
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(m.get(&1), Some(10), "fresh within the TTL");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(m.get(&1), None, "expired at the TTL");
+        m.put(1, 11);
+        assert_eq!(m.get(&1), Some(11), "a new entry counts from its own put");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_clones_share_it() {
+        let clock = Clock::manual();
+        let other = clock.clone();
+        let t0 = clock.now();
+        assert_eq!(clock.now(), t0);
+        other.advance(Duration::from_secs(5));
+        assert_eq!(clock.now() - t0, Duration::from_secs(5));
+        let system = Clock::system();
+        let before = Instant::now();
+        system.advance(Duration::from_secs(3600));
+        assert!(system.now() < before + Duration::from_secs(3600));
     }
 
     #[test]

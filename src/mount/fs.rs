@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::cache::{BlockCache, TtlMap};
+use super::cache::{BlockCache, Clock, TtlMap};
 use super::disk_cache::{DiskCache, DiskCacheError};
 use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
@@ -170,6 +170,8 @@ pub struct RegistryFs {
     tags: TtlMap<RepoRef, Arc<BTreeMap<Tag, ListedTag>>>,
     repo_images: TtlMap<RepoRef, Arc<Vec<ImageId>>>,
     search: TtlMap<String, Bytes>,
+    /// What the expiries above and a completed push's grace period read the time from.
+    clock: Clock,
     /// Namespaces made with `mkdir` that hold no repository yet (visible to this mount only).
     pending_namespaces: Mutex<BTreeSet<Namespace>>,
     /// Images being pushed through this mount.
@@ -207,6 +209,11 @@ fn absent(e: ClientError) -> FsError {
 
 impl RegistryFs {
     pub fn new(client: RegistryClient, config: FsConfig) -> Self {
+        Self::with_clock(client, config, Clock::system())
+    }
+
+    /// A filesystem whose cached facts expire by `clock` (tests pass a [`Clock::manual`]).
+    pub fn with_clock(client: RegistryClient, config: FsConfig, clock: Clock) -> Self {
         // Images never change once complete: cache their metadata for a day, in a large map.
         let forever = IMMUTABLE_TTL;
         // Blocks get three quarters of the budget: the rest is for what the process holds
@@ -242,12 +249,13 @@ impl RegistryFs {
             disk.clone(),
         );
         RegistryFs {
-            images: TtlMap::new(forever, 65_536),
-            ancestry: TtlMap::new(forever, 65_536),
-            repos: TtlMap::new(config.ttl, 1),
-            tags: TtlMap::new(config.ttl, 4096),
-            repo_images: TtlMap::new(config.ttl, 4096),
-            search: TtlMap::new(config.ttl, 1024),
+            images: TtlMap::with_clock(forever, 65_536, clock.clone()),
+            ancestry: TtlMap::with_clock(forever, 65_536, clock.clone()),
+            repos: TtlMap::with_clock(config.ttl, 1, clock.clone()),
+            tags: TtlMap::with_clock(config.ttl, 4096, clock.clone()),
+            repo_images: TtlMap::with_clock(config.ttl, 4096, clock.clone()),
+            search: TtlMap::with_clock(config.ttl, 1024, clock.clone()),
+            clock,
             pending_namespaces: Mutex::new(BTreeSet::new()),
             pending_images: Mutex::new(HashMap::new()),
             client,
@@ -953,6 +961,11 @@ impl RegistryFs {
     /// Bytes of layer data held in memory.
     pub fn cached_bytes(&self) -> u64 {
         self.blocks.bytes()
+    }
+
+    /// Layer block fetches under way, prefetches included.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.blocks.fetches_in_flight()
     }
 
     /// Bytes in the disk cache; `None` when this mount has none.

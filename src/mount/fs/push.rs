@@ -135,7 +135,7 @@ impl RegistryFs {
         let expired = pending
             .get(id)
             .and_then(|p| p.completed)
-            .is_some_and(|at| at.elapsed() > COMPLETED_GRACE);
+            .is_some_and(|at| self.clock.now().saturating_duration_since(at) > COMPLETED_GRACE);
         if expired {
             pending.remove(id);
         }
@@ -614,7 +614,7 @@ impl RegistryFs {
             Ok(()) => {
                 let mut pending = lock(&self.pending_images);
                 let done = pending.get_mut(id).is_some_and(|p| {
-                    p.completed = Some(std::time::Instant::now());
+                    p.completed = Some(self.clock.now());
                     p.all_files_written()
                 });
                 if done {
