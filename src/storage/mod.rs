@@ -11,6 +11,8 @@
 //!
 //! Keys are built in one place only, [`keys`], from already validated names.
 
+/// Test code: built only with the `fault-injection` feature, which the tests turn on.
+#[cfg(feature = "fault-injection")]
 pub mod faulty;
 pub mod keys;
 mod local_listing;

@@ -2,7 +2,6 @@
 //! and image fixtures.
 #![allow(dead_code)]
 
-#[cfg(feature = "fuse-tests")]
 pub mod fs;
 pub mod mount;
 pub mod process;
