@@ -11,6 +11,7 @@ use regfs::names::ImageId;
 use regfs::storage::faulty::{Fault, Faults, FaultyStore, Op};
 use regfs::storage::{BlobStore, ObjectBackend, StorageError, keys};
 
+use crate::common::fs::no_hang;
 use crate::common::{ALICE, ALICE_PASSWORD, Auth, Client, Image, Resp, TestServer};
 
 /// A healthy store and a directory it may live in.
@@ -634,7 +635,11 @@ async fn mount_reads_under_store_faults_are_eio_and_succeed_once_cleared() {
 }
 
 /// A layer range whose every attempt meets a failing store gives up within the client's
-/// timeout: retries of the request and of the range share one deadline.
+/// timeout: retries of the request and of the range share one deadline. Counted, not timed:
+/// every attempt starts before the deadline and after the backoff sleeps before it, so one 2 s
+/// deadline holds at most 10 attempts (the request's sleeps 50, 100, 200, 400, 800 ms, the
+/// range's 50, the request's again 50, 100, 200: 1.95 s), fewer when requests take time. A
+/// range retry that restarted the request's deadline runs a second full series: 12.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_layer_range_gives_up_within_the_timeout() {
     let backing = memory();
@@ -648,9 +653,23 @@ async fn a_failing_layer_range_gives_up_within_the_timeout() {
     .unwrap();
     let id: ImageId = child.id.parse().unwrap();
     faults.arm(Fault::error(Op::READS));
-    let started = std::time::Instant::now();
-    let err = client.layer_range(&id, 0..1000).await.unwrap_err();
-    let took = started.elapsed();
+    // What one attempt costs the store: a single ranged GET, not retried.
+    let before = faults.counts().errors;
+    let r = server
+        .client()
+        .request("GET", &format!("/v1/images/{}/layer", child.id))
+        .header("Range", "bytes=0-999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let per_attempt = faults.counts().errors - before;
+    assert!(per_attempt > 0);
+
+    let before = faults.counts().errors;
+    let err = no_hang("failing range", client.layer_range(&id, 0..1000))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -658,8 +677,14 @@ async fn a_failing_layer_range_gives_up_within_the_timeout() {
         ),
         "{err:?}"
     );
-    // Slack for a loaded machine; a retry that restarted the clock would take about 3.5 s.
-    assert!(took < Duration::from_millis(2800), "{took:?}");
+    let injected = faults.counts().errors - before;
+    assert_eq!(injected % per_attempt, 0, "{injected} / {per_attempt}");
+    let attempts = injected / per_attempt;
+    assert!(attempts > 1, "a 503 is retried");
+    assert!(
+        attempts <= 10,
+        "{attempts} attempts: a retry restarted the deadline"
+    );
     faults.clear();
     let data = client.layer_range(&id, 0..1000).await.unwrap();
     assert!(data[..] == child.layer[..1000]);
