@@ -145,6 +145,17 @@ impl ServeProcess {
     /// `regfs serve --storage <storage> --listen <listen>` with `admin` (user, password) as its
     /// administrator; stderr goes into `log`.
     pub fn start(storage: &Path, listen: &str, admin: (&str, &str), log: PathBuf) -> Self {
+        Self::start_with(storage, listen, admin, log, &[])
+    }
+
+    /// [`ServeProcess::start`] with more arguments for `regfs serve`.
+    pub fn start_with(
+        storage: &Path,
+        listen: &str,
+        admin: (&str, &str),
+        log: PathBuf,
+        args: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_regfs"));
         cmd.arg("serve")
             .arg("--storage")
@@ -152,6 +163,7 @@ impl ServeProcess {
             .args(["--listen", listen, "--admin-user", admin.0])
             .args(["--admin-password", admin.1])
             .args(["--token-secret", TOKEN_SECRET])
+            .args(args)
             .env_remove("RUST_LOG");
         let process = Process::start(&mut cmd, log);
         assert!(
@@ -184,6 +196,31 @@ impl ServeProcess {
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// A `/proc/<pid>/status` field given in kB (`VmRSS:`, `VmHWM:`), in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Starts the peak resident memory (`VmHWM`) of `pid` afresh from what it holds now, so a peak
+/// read later belongs to what happened in between.
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
