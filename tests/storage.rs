@@ -281,6 +281,12 @@ async fn upload_all(store: &dyn BlobStore, key: &Key, data: &Bytes, chunk: usize
     assert_eq!(size, data.len() as u64, "finish returns the size written");
 }
 
+/// Waits until the background aborts of dropped uploads have ended, within the cleanup bound.
+async fn settled(store: &dyn BlobStore) {
+    let done = tokio::time::timeout(CLEANUP_TIMEOUT, store.settled()).await;
+    assert!(done.is_ok(), "background aborts still running");
+}
+
 /// Waits until `check` holds, giving background work (the abort of a dropped upload) time.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -793,8 +799,8 @@ async fn dropped_upload_leaves_nothing(store: Arc<dyn BlobStore>) {
             && dir(store, &tags).await == listing(&[], &["kept"])
     })
     .await;
-    // The background abort must never publish anything, however long it takes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The background abort must never publish anything.
+    settled(store).await;
     assert_absent(store, &fresh).await;
     assert_eq!(listed(store, &tags).await, strings(&[&kept]));
 
@@ -806,7 +812,7 @@ async fn dropped_upload_leaves_nothing(store: Arc<dyn BlobStore>) {
         get_all(store, &fresh).await == old,
         "dropping leaves the old object"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settled(store).await;
     assert!(
         get_all(store, &fresh).await == old,
         "after the background abort too"
@@ -816,7 +822,7 @@ async fn dropped_upload_leaves_nothing(store: Arc<dyn BlobStore>) {
     drop(store.upload(&fresh).await.expect("upload"));
     let new = pattern(22, MIB + 7);
     upload_all(store, &fresh, &new, 200_000).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settled(store).await;
     assert!(
         get_all(store, &fresh).await == new,
         "a later upload is not disturbed"
@@ -869,7 +875,7 @@ async fn unfinished_uploads_leave_no_directories(store: Arc<dyn BlobStore>) {
     drop(started_upload(store, &dropped_ns, 4, 2, MIB).await);
     assert_absent(store, &dropped).await;
     assert_absent(store, &dropped_ns).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settled(store).await;
     check("after the drop's background abort").await;
 
     assert!(

@@ -472,6 +472,10 @@ impl BlobStore for FaultyStore {
         Self::leave(d, Op::PutIfAbsent, key, result)
     }
 
+    async fn settled(&self) {
+        self.inner.settled().await;
+    }
+
     async fn upload(&self, key: &Key) -> Result<Box<dyn Upload>, StorageError> {
         let d = self.enter(Op::UploadStart, key).await?;
         let upload = self.inner.upload(key).await;

@@ -122,6 +122,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// Starts a streamed upload that becomes visible under `key` only when finished.
     async fn upload(&self, key: &Key) -> Result<Box<dyn Upload>, StorageError>;
 
+    /// Waits until the background work of uploads dropped unfinished (their aborts) has
+    /// ended, so a test can look at the store after it instead of sleeping through it.
+    async fn settled(&self) {}
+
     /// A URL that lets whoever holds it GET the object straight from the store for
     /// `expires_in`, where the store can sign one (S3). `None` where it cannot (memory, local
     /// directory): callers then stream the object themselves. The object need not exist.

@@ -37,6 +37,8 @@ pub struct ObjectBackend {
     local_root: Option<std::path::PathBuf>,
     /// Listings of local directories that have not changed since they were taken.
     listings: Arc<super::local_listing::ListingCache>,
+    /// Aborts of uploads dropped unfinished, still running in the background.
+    aborts: Arc<BackgroundAborts>,
     /// Signs direct-download URLs: only an S3 store has one.
     signer: Option<UrlSigner>,
 }
@@ -111,6 +113,7 @@ impl ObjectBackend {
             prune_empty_dirs: false,
             local_root: None,
             listings: Default::default(),
+            aborts: Default::default(),
             signer: None,
         }
     }
@@ -235,6 +238,10 @@ fn info(meta: &object_store::ObjectMeta) -> ObjectInfo {
 
 #[async_trait]
 impl BlobStore for ObjectBackend {
+    async fn settled(&self) {
+        self.aborts.settled().await;
+    }
+
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Download, StorageError> {
         let opts = GetOptions {
             range: range.clone().map(GetRange::Bounded),
@@ -324,6 +331,7 @@ impl BlobStore for ObjectBackend {
             written: 0,
             store: self.inner.clone(),
             path: Self::path(key),
+            aborts: self.aborts.clone(),
         }))
     }
 
@@ -422,6 +430,30 @@ struct ObjectUpload {
     /// Where an empty upload is written as a plain put instead.
     store: Arc<dyn ObjectStore>,
     path: Path,
+    aborts: Arc<BackgroundAborts>,
+}
+
+/// A count of background aborts, and a wake-up for whoever waits for them to end.
+#[derive(Debug, Default)]
+struct BackgroundAborts {
+    running: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl BackgroundAborts {
+    async fn settled(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so an abort ending in between still wakes us.
+            ended.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 #[async_trait]
@@ -464,10 +496,15 @@ impl Drop for ObjectUpload {
         if let Some(writer) = self.writer.take() {
             // Dropped mid-way (client went away): release the parts so nothing is published.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                use std::sync::atomic::Ordering;
+                let aborts = self.aborts.clone();
+                aborts.running.fetch_add(1, Ordering::SeqCst);
                 handle.spawn(async move {
                     if let Err(e) = writer.abort().await {
                         tracing::warn!(error = %e, "could not abort an unfinished upload");
                     }
+                    aborts.running.fetch_sub(1, Ordering::SeqCst);
+                    aborts.ended.notify_waiters();
                 });
             }
         }
