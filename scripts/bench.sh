@@ -49,6 +49,11 @@
 #            Pushed images are verified through the API (complete, size; the
 #            first of each kind byte for byte) and then deleted from the
 #            server's storage dir to bound the disk use.
+#   mount-outage  `regfs mount --registry --timeout 2` whose server is then
+#            stopped: a 4 MiB layer read before, read again (<= 50 ms), and a
+#            lookup of an unknown image, which fails within the timeout
+#            (<= 3 s). The tests assert only the behaviour (served from cache,
+#            EIO); these are the times.
 #
 # Knobs (environment):
 #   BENCH_LAYER_MIB   size of the big layer in MiB                 (1024)
@@ -103,7 +108,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BENCH_BIN:-$ROOT/target/release/regfs}
 
-ALL_SECTIONS=(server mount mount-write)
+ALL_SECTIONS=(server mount mount-write mount-outage)
 
 LAYER_MIB=${BENCH_LAYER_MIB:-1024}
 CONC=${BENCH_CONC:-64}
@@ -1374,6 +1379,54 @@ section_mount_write() {
   print_results "mount-write: regfs mount pushes against curl to the server; loopback, $(nproc) cores"
 }
 
+# ---------------------------------------------------------------- section: mount-outage
+
+# The times that the tests only assert as behaviour (tests/fs.rs, the outage test): with the
+# registry gone, a layer read before is read again from the mount's caches, and a path never
+# looked at fails within --timeout (a refused connection is retried with backoff until the next
+# retry would pass the timeout, so this is under it).
+section_mount_outage() {
+  local storage="$WORK/outage-storage" src="$WORK/outage-layer" mnt id timeout=2 t0 t1 i
+  local reps=$MOUNT_FAST_REPS cached_s failed_s
+  local -a cached=() failed=()
+  [[ -c /dev/fuse ]] || die "/dev/fuse is missing: the mount-outage section needs FUSE"
+  command -v fusermount3 >/dev/null || die "fusermount3 not found (package fuse3)"
+  mkdir -p "$WORK/outage-mnt"
+  mnt=$(cd "$WORK/outage-mnt" && pwd -P)
+  MOUNT_STORAGE=$storage
+  : >"$WORK/mount.err"
+  head -c 4194304 /dev/urandom >"$src"
+  start_server "$storage"
+  create_repo
+  id=$(new_id)
+  push_image "$id" "$src" outage
+  start_mount "$mnt" --timeout "$timeout"
+  cmp -s "$mnt/images/$id/layer" "$src" || die "the layer read through the mount differs"
+  stop_pid "$SERVER_PID"
+  SERVER_PID=""
+  log "registry stopped; $reps cached reads and $reps lookups of unknown images"
+  for ((i = 0; i < reps; i++)); do
+    time_cmd cat "$mnt/images/$id/layer"
+    cached+=("$CMD_S")
+    t0=$EPOCHREALTIME
+    ! stat "$mnt/images/$(new_id)" >/dev/null 2>&1 || die "an unknown image was found"
+    t1=$EPOCHREALTIME
+    failed+=("$(elapsed_s "$t0" "$t1")")
+  done
+  log "  cached re-reads: $(ms_list "${cached[@]}")"
+  log "  failed lookups:  $(ms_list "${failed[@]}")"
+  stop_mount
+  rm -rf "$storage" "$src"
+  cached_s=$(median "${cached[@]}")
+  failed_s=$(median "${failed[@]}")
+  record "4 MiB cached re-read (median/$reps)" "$(fmt_ms "$cached_s")" "-" "-" "<= 50 ms" \
+    "$(awk -v a="$cached_s" 'BEGIN{ print (a <= 0.05) ? 1 : 0 }')"
+  record "unknown image, EIO (median/$reps)" "$(fmt_ms "$failed_s")" "--timeout ${timeout} s" "-" \
+    "<= $((timeout + 1)) s" \
+    "$(awk -v a="$failed_s" -v t="$timeout" 'BEGIN{ print (a <= t + 1) ? 1 : 0 }')"
+  print_results "mount-outage: regfs mount --timeout ${timeout} s with its registry stopped"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -1396,7 +1449,7 @@ main() {
     known=0
     for k in "${ALL_SECTIONS[@]}"; do [[ $s == "$k" ]] && known=1; done
     ((known)) || die "unknown section '$s' (known: ${ALL_SECTIONS[*]})"
-    [[ $s == mount || $s == mount-write ]] && NEED_FUSE=1
+    [[ $s == mount* ]] && NEED_FUSE=1
   done
 
   need_tools
