@@ -154,3 +154,102 @@ async fn empty_or_blank_json_bodies_are_400_on_every_json_endpoint() {
         .await;
     assert_eq!(r.status, 200);
 }
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Wrong passwords in the flood.
+const FLOOD: usize = 1000;
+/// A generous ceiling on the server's peak RSS: argon2 takes 19 MiB per check in progress, so a
+/// pool of a few checks stays far below it, and one check per request (1,000) far above.
+const FLOOD_PEAK_KIB: u64 = 256 * 1024;
+
+/// 1,000 concurrent wrong-password requests for a real account against the real binary: each
+/// costs an argon2 check, which run a few at a time, so the server's peak RSS stays bounded,
+/// and an anonymous pull made while they are still being answered succeeds.
+#[test]
+fn a_flood_of_wrong_passwords_keeps_memory_bounded_and_pulls_working() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::common::process::Process;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regfs"));
+    cmd.args(["serve", "--memory", "--listen", "127.0.0.1:0"])
+        .args(["--admin-user", "admin", "--admin-password", ADMIN_PASSWORD])
+        .env_remove("RUST_LOG");
+    let server = Process::start(&mut cmd, dir.path().join("serve.log"));
+    let c = Client::new(&server.line);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_, child) = c.push_alice_app("rules-flood", 1000, 50_000).await;
+        let idle = status_kib(server.pid(), "VmHWM:");
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let first_tx = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+        let flood: Vec<_> = (0..FLOOD)
+            .map(|i| {
+                // One client per request: each its own connection, as separate attackers.
+                let c = Client::new(&c.base);
+                let answered = answered.clone();
+                let first_tx = first_tx.clone();
+                tokio::spawn(async move {
+                    let auth = Auth::basic(ALICE, &format!("wrong-password-{i}"));
+                    let r = c.get("/v1/users/", &auth).await;
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    if let Some(tx) = first_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    r.status
+                })
+            })
+            .collect();
+        // Checks are under way once the first answer is back; then pull, anonymously.
+        first_rx.await.unwrap();
+        for path in [
+            "/v1/repositories/alice/app/images".to_string(),
+            "/v1/repositories/alice/app/tags".to_string(),
+            format!("/v1/images/{}/ancestry", child.id),
+            format!("/v1/images/{}/json", child.id),
+            format!("/v1/images/{}/layer", child.id),
+        ] {
+            let r = c.get(&path, &Auth::None).await;
+            assert_eq!(r.status, 200, "{path} during the flood: {}", r.text());
+            if path.ends_with("/layer") {
+                assert!(r.body == child.layer, "layer bytes during the flood");
+            }
+        }
+        let done_at_pull = answered.load(Ordering::SeqCst);
+        for task in flood {
+            assert_eq!(task.await.unwrap(), 401, "a wrong password");
+        }
+        let peak = status_kib(server.pid(), "VmHWM:");
+        eprintln!(
+            "server VmHWM: {idle} KiB before, {peak} KiB after {FLOOD} wrong passwords \
+             ({done_at_pull} answered when the pull had finished)"
+        );
+        assert!(
+            done_at_pull < FLOOD,
+            "the pull finished only after the whole flood"
+        );
+        assert!(
+            peak < FLOOD_PEAK_KIB,
+            "server peak RSS {peak} KiB under {FLOOD} wrong passwords"
+        );
+        // Right credentials still work afterwards.
+        let r = c.get("/v1/users/", &Auth::alice()).await;
+        assert_eq!(r.status, 200);
+    });
+}

@@ -117,6 +117,8 @@ struct Inner {
     /// All repositories, for search and listings; refreshed after `listing_ttl`.
     listing: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::names::RepoRef>>)>>,
     users: users::CredentialCache,
+    /// Where argon2 runs, a few at a time.
+    hashing: users::HashPool,
     /// Tag records by key, valid while the listed object's version is unchanged.
     tag_records: VersionedCache<repos::TagRecord>,
     /// Image-list entries by key, likewise.
@@ -208,6 +210,7 @@ impl Registry {
                 complete: Mutex::new(lru::LruCache::new(cap)),
                 listing: tokio::sync::Mutex::new(None),
                 users: users::CredentialCache::default(),
+                hashing: users::HashPool::default(),
                 tag_records: VersionedCache::new(65_536),
                 list_entries: VersionedCache::new(65_536),
                 json: Mutex::new(JsonCache {
