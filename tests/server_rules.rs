@@ -253,3 +253,72 @@ fn a_flood_of_wrong_passwords_keeps_memory_bounded_and_pulls_working() {
         assert_eq!(r.status, 200);
     });
 }
+
+/// Creating and deleting repositories never waits for a scan of every repository (a search):
+/// with the scan stalled in the store, both complete, and a later search sees them.
+#[tokio::test]
+async fn repository_writes_do_not_wait_for_a_stalled_scan() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use regfs::storage::ObjectBackend;
+    use regfs::storage::faulty::{Fault, Faults, FaultyStore, Op};
+
+    let faults = Faults::new(17);
+    let store = Arc::new(FaultyStore::new(
+        Arc::new(ObjectBackend::memory()),
+        faults.clone(),
+    ));
+    let server = TestServer::with_store(store);
+    let c = server.client();
+    let admin = Auth::admin();
+    for repo in ["stalled_ns/slow", "quick_ns/kept", "quick_ns/gone"] {
+        let r = c
+            .put(&format!("/v1/repositories/{repo}/"), "[]", &admin)
+            .await;
+        assert_eq!(r.status, 200, "{repo}");
+    }
+    // The scan lists every namespace; this one's listing stalls far past any deadline below.
+    faults.arm(Fault::delay(Op::List, Duration::from_secs(600)).on_keys("stalled_ns"));
+    let search = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("/v1/search?q=", &Auth::None).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while faults.counts_on(Op::List).delays == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scan never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = bounded("PUT", c.put("/v1/repositories/quick_ns/new/", "[]", &admin)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = bounded(
+        "DELETE",
+        c.delete("/v1/repositories/quick_ns/gone/", &admin),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!search.is_finished(), "the scan was not stalled after all");
+    search.abort();
+    faults.clear();
+    // The abandoned scan kept nothing; a new one sees both changes.
+    let r = c.get("/v1/search?q=quick_ns", &Auth::None).await;
+    let names: Vec<String> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["quick_ns/kept", "quick_ns/new"]);
+    // The stalled request is still in the server: stop it without waiting for it.
+    server.kill();
+}
+
+/// `f`'s result, or a panic naming `what` if it takes longer than 20 s.
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited for the stalled scan"))
+}
