@@ -322,3 +322,93 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("{what} waited for the stalled scan"))
 }
+
+/// The `Last-Modified` of every image response.
+async fn image_times(c: &Client, id: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (method, what) in [
+        ("GET", "json"),
+        ("GET", "layer"),
+        ("HEAD", "layer"),
+        ("GET", "ancestry"),
+    ] {
+        let r = c
+            .send(
+                c.request(method, &format!("/v1/images/{id}/{what}")),
+                &Auth::None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{method} {what}");
+        let at = r
+            .header("last-modified")
+            .unwrap_or_else(|| panic!("{method} {what}: no Last-Modified"));
+        out.push((format!("{method} {what}"), at));
+    }
+    out
+}
+
+/// Issue 18: image responses carry the image's `created` as `Last-Modified`, else the time it
+/// was stored; never the epoch.
+#[tokio::test]
+async fn image_responses_carry_the_images_time() {
+    use std::sync::Arc;
+
+    use regfs::storage::{BlobStore, ObjectBackend, keys};
+
+    let store: Arc<dyn BlobStore> = Arc::new(ObjectBackend::memory());
+    let server = TestServer::with_store(store.clone());
+    let c = server.client();
+    let (base, child) = c.push_alice_app("rules-time", 100, 200).await;
+    // The fixtures' json says "created":"2014-10-01T00:00:00Z".
+    for (what, at) in image_times(&c, &child.id).await {
+        assert_eq!(at, "Wed, 01 Oct 2014 00:00:00 GMT", "{what}");
+    }
+    // 304 answers say it too.
+    let r = c
+        .send(
+            c.request("GET", &format!("/v1/images/{}/json", base.id))
+                .header("If-Modified-Since", "Wed, 01 Oct 2014 00:00:00 GMT"),
+            &Auth::None,
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    assert_eq!(
+        r.header("last-modified").as_deref(),
+        Some("Wed, 01 Oct 2014 00:00:00 GMT")
+    );
+
+    // No `created`: the time the image was stored.
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let id = Image::new("rules-time-undated", 1).id;
+    let bare = Image {
+        json: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
+        layer: b"undated".to_vec(),
+        id,
+    };
+    c.push_image(&bare, &Auth::alice()).await;
+    let after = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    for (what, at) in image_times(&c, &bare.id).await {
+        let at = httpdate::parse_http_date(&at).unwrap();
+        assert!(before <= at && at <= after, "{what}: {at:?}");
+    }
+
+    // A record written before the time was kept: read from the json, by a server that has
+    // not seen the image yet.
+    drop(server);
+    let child_id: regfs::names::ImageId = child.id.parse().unwrap();
+    let old_record = serde_json::json!({"size": 200, "checksum": child.checksum()});
+    store
+        .put(
+            &keys::image_complete(&child_id),
+            serde_json::to_vec(&old_record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let server = TestServer::with_store(store);
+    for (what, at) in image_times(&server.client(), &child.id).await {
+        assert_eq!(
+            at, "Wed, 01 Oct 2014 00:00:00 GMT",
+            "{what} of an old record"
+        );
+    }
+}

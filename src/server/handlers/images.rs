@@ -30,10 +30,10 @@ pub async fn get_json(state: &AppState, req: Request, id: ImageId) -> Result<Res
         // The json never changes once complete, whatever date the client has.
         let mut res = Response::new(bytes::Bytes::new().into());
         *res.status_mut() = StatusCode::NOT_MODIFIED;
-        reply::cache_forever(res.headers_mut());
+        reply::cache_forever(res.headers_mut(), meta.last_modified_time());
         res
     } else {
-        reply::immutable(json, "application/json")
+        reply::immutable(json, "application/json", meta.last_modified_time())
     };
     let h = res.headers_mut();
     reply::set(h, v1::HEADER_SIZE, &meta.size.to_string());
@@ -85,7 +85,7 @@ pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
-    reply::cache_forever(h);
+    reply::cache_forever(h, meta.last_modified_time());
     reply::set(h, header::ACCEPT_RANGES.as_str(), "bytes");
     reply::set(
         h,
@@ -218,8 +218,13 @@ pub async fn put_checksum(
 
 /// GET /v1/images/<id>/ancestry
 pub async fn get_ancestry(state: &AppState, id: ImageId) -> Result<Response, ApiError> {
+    let meta = state.registry.image(&id).await?;
     let body = state.registry.image_ancestry(&id).await?;
-    Ok(reply::immutable(body, "application/json"))
+    Ok(reply::immutable(
+        body,
+        "application/json",
+        meta.last_modified_time(),
+    ))
 }
 
 /// GET /v1/images/<id>/files : not offered; layers are opaque to this registry.
