@@ -1,6 +1,8 @@
-//! Request handlers: one plain `async fn` per endpoint, each documented by its HTTP line. They
-//! take what the router extracted, call the registry, and build a response; errors are
-//! [`ApiError`]s, turned into responses in one place.
+//! Request handlers: one plain `async fn` per endpoint, each documented by its HTTP line. The
+//! dispatcher here runs the steps every endpoint shares first (resolving the caller, reading a
+//! JSON body), so handlers take the resolved [`auth::Caller`] and decide only what it may do;
+//! they call the registry and build a response; errors are [`ApiError`]s, turned into responses
+//! in one place.
 
 mod images;
 mod ping;
