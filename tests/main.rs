@@ -16,6 +16,10 @@ mod hostile;
 /// credentials in the real binary's trace logs.
 mod access;
 
+/// Rules over the whole route table (auth on every route, JSON body rules), bounded password
+/// checks, repository writes during a store scan, `Last-Modified` of images.
+mod server_rules;
+
 /// Resource limits: upload cap, body and header timeouts, stalled clients, memory under load.
 mod limits;
 

@@ -26,6 +26,27 @@ pub struct ImageMeta {
     pub size: u64,
     /// `sha256:<hex>` of `json + "\n" + layer`.
     pub checksum: String,
+    /// When the image was made, in seconds since the epoch: its json's `created`, else when it
+    /// completed. Absent from records written before it was kept; filled in when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<i64>,
+}
+
+impl ImageMeta {
+    /// [`ImageMeta::last_modified`] as a time (the epoch if unknown).
+    pub fn last_modified_time(&self) -> std::time::SystemTime {
+        let secs = self.last_modified.unwrap_or(0).max(0).unsigned_abs();
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    }
+}
+
+/// The `created` time of an image json, in seconds since the epoch, if it has a readable one.
+fn created_of(json: &[u8]) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let created = value.get("created")?.as_str()?;
+    let at = humantime::parse_rfc3339_weak(created.trim_end_matches('Z')).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
 
 /// The computed checksum of an uploaded layer, kept until the client confirms it.
@@ -54,7 +75,10 @@ impl Registry {
         })
         .await
         {
-            Ok(meta) => {
+            Ok(mut meta) => {
+                if meta.last_modified.is_none() {
+                    meta.last_modified = self.image_time(id).await?;
+                }
                 let meta = Arc::new(meta);
                 if let Ok(mut cache) = self.inner.complete.lock() {
                     cache.put(id.clone(), meta.clone());
@@ -88,6 +112,21 @@ impl Registry {
             cache.put(id.clone(), json.clone());
         }
         Ok((meta, json))
+    }
+
+    /// For a record that does not say: the json's `created`, else the time its completion was
+    /// stored.
+    async fn image_time(&self, id: &ImageId) -> Result<Option<i64>> {
+        let json = self.read_blob(&keys::image_json(id)).await?;
+        if let Some(created) = created_of(&json) {
+            return Ok(Some(created));
+        }
+        let info = self.store().head(&keys::image_complete(id)).await?;
+        Ok(info
+            .last_modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok()))
     }
 
     /// The ancestry of a complete image, as stored (a JSON list, the image first).
@@ -272,9 +311,14 @@ impl Registry {
             return Err(RegistryError::ChecksumEmpty);
         }
         let store = self.store().as_ref();
-        if !exists(store, &keys::image_json(id)).await? {
-            return Err(RegistryError::ImageNotFound);
-        }
+        let json = match store
+            .get_bytes(&keys::image_json(id), super::MAX_JSON_BYTES)
+            .await
+        {
+            Ok(json) => json,
+            Err(StorageError::NotFound) => return Err(RegistryError::ImageNotFound),
+            Err(e) => return Err(e.into()),
+        };
         if self.is_complete(id).await? {
             return Err(RegistryError::CannotSetChecksum);
         }
@@ -289,6 +333,7 @@ impl Registry {
         let meta = ImageMeta {
             size: pending.size,
             checksum: pending.payload,
+            last_modified: Some(created_of(&json).unwrap_or_else(super::now_unix)),
         };
         let record = serde_json::to_vec(&meta).map_err(|_| RegistryError::InvalidJson)?;
         store
@@ -307,4 +352,29 @@ fn parse_ancestry(raw: &[u8]) -> Result<Vec<ImageId>> {
     ids.iter()
         .map(|s| s.parse::<ImageId>().map_err(RegistryError::from))
         .collect()
+}
+
+#[cfg(test)]
+mod created_tests {
+    use super::*;
+
+    #[test]
+    fn created_is_read_from_the_json_or_not_at_all() {
+        assert_eq!(
+            created_of(br#"{"id":"x","created":"2014-10-01T00:00:00Z"}"#),
+            Some(1_412_121_600)
+        );
+        assert_eq!(
+            created_of(br#"{"created":"2014-10-01T00:00:00.123456789Z"}"#),
+            Some(1_412_121_600)
+        );
+        for bad in [
+            &br#"{"id":"x"}"#[..],
+            br#"{"created":5}"#,
+            b"not json",
+            br#"{"created":"yesterday"}"#,
+        ] {
+            assert_eq!(created_of(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

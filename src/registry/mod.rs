@@ -114,9 +114,16 @@ struct Inner {
     config: RegistryConfig,
     /// Complete images never change, so their metadata is cached without expiry.
     complete: Mutex<lru::LruCache<ImageId, Arc<ImageMeta>>>,
-    /// All repositories, for search and listings; refreshed after `listing_ttl`.
-    listing: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::names::RepoRef>>)>>,
+    /// All repositories, for search and listings; refreshed after `listing_ttl`. Held only
+    /// for moments, never across a store call: a repository write bumps its generation here
+    /// without waiting for a scan in progress.
+    listing: Mutex<repos::Listing>,
+    /// Held by the one scan of the store under way, so concurrent searches share its result
+    /// instead of each scanning; only searches wait for it.
+    listing_scan: tokio::sync::Mutex<()>,
     users: users::CredentialCache,
+    /// Where argon2 runs, a few at a time.
+    hashing: users::HashPool,
     /// Tag records by key, valid while the listed object's version is unchanged.
     tag_records: VersionedCache<repos::TagRecord>,
     /// Image-list entries by key, likewise.
@@ -206,8 +213,10 @@ impl Registry {
                 store,
                 config,
                 complete: Mutex::new(lru::LruCache::new(cap)),
-                listing: tokio::sync::Mutex::new(None),
+                listing: Mutex::new(repos::Listing::default()),
+                listing_scan: tokio::sync::Mutex::new(()),
                 users: users::CredentialCache::default(),
+                hashing: users::HashPool::default(),
                 tag_records: VersionedCache::new(65_536),
                 list_entries: VersionedCache::new(65_536),
                 json: Mutex::new(JsonCache {

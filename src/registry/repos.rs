@@ -32,6 +32,38 @@ pub struct TagRecord {
     pub info: TagInfo,
 }
 
+/// The cached list of all repositories, and the generation of the repository set it was
+/// scanned at: every create or delete bumps the generation, so a scan that overlapped one is
+/// recognised and not kept.
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    generation: u64,
+    cached: Option<(Instant, Arc<Vec<RepoRef>>)>,
+}
+
+impl Listing {
+    /// The cached list if it is younger than `ttl`.
+    fn fresh(&self, now: Instant, ttl: std::time::Duration) -> Option<Arc<Vec<RepoRef>>> {
+        match &self.cached {
+            Some((at, repos)) if now.saturating_duration_since(*at) < ttl => Some(repos.clone()),
+            _ => None,
+        }
+    }
+
+    /// A repository was created or deleted.
+    fn invalidate(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.cached = None;
+    }
+
+    /// Keeps a scan started at `generation`, unless the set changed since.
+    fn install(&mut self, generation: u64, repos: Arc<Vec<RepoRef>>, now: Instant) {
+        if self.generation == generation {
+            self.cached = Some((now, repos));
+        }
+    }
+}
+
 impl Registry {
     /// Whether a repository exists.
     pub async fn repo_exists(&self, repo: &RepoRef) -> Result<bool> {
@@ -59,7 +91,7 @@ impl Registry {
         self.store()
             .put(&keys::repo_marker(repo), Bytes::from(record))
             .await?;
-        self.invalidate_listing().await;
+        self.invalidate_listing();
         Ok(())
     }
 
@@ -206,7 +238,7 @@ impl Registry {
             .try_collect::<Vec<()>>()
             .await?;
         store.delete(&marker).await?;
-        self.invalidate_listing().await;
+        self.invalidate_listing();
         Ok(())
     }
 
@@ -264,21 +296,36 @@ impl Registry {
     }
 
     /// Every repository, read from storage (so every instance on one store sees the same) and
-    /// kept for `listing_ttl`.
+    /// kept for `listing_ttl`. The scan runs without the listing's lock, so creating or deleting
+    /// a repository never waits for it; a scan during which one was created or deleted is
+    /// returned to its callers but not kept, since it may miss that change.
     pub async fn all_repos(&self) -> Result<Arc<Vec<RepoRef>>> {
-        let mut cached = self.inner.listing.lock().await;
-        if let Some((at, repos)) = cached.as_ref() {
-            if at.elapsed() < self.config().listing_ttl {
-                return Ok(repos.clone());
-            }
+        let ttl = self.config().listing_ttl;
+        if let Some(repos) = self.listing().fresh(Instant::now(), ttl) {
+            return Ok(repos);
         }
+        // One scan at a time: a search arriving during one waits for it and, unless a write
+        // came in between, uses its result.
+        let _scan = self.inner.listing_scan.lock().await;
+        if let Some(repos) = self.listing().fresh(Instant::now(), ttl) {
+            return Ok(repos);
+        }
+        let generation = self.listing().generation;
         let repos = Arc::new(self.scan_repos().await?);
-        *cached = Some((Instant::now(), repos.clone()));
+        self.listing()
+            .install(generation, repos.clone(), Instant::now());
         Ok(repos)
     }
 
-    async fn invalidate_listing(&self) {
-        *self.inner.listing.lock().await = None;
+    fn listing(&self) -> std::sync::MutexGuard<'_, Listing> {
+        self.inner
+            .listing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn invalidate_listing(&self) {
+        self.listing().invalidate();
     }
 
     async fn scan_repos(&self) -> Result<Vec<RepoRef>> {
@@ -327,5 +374,40 @@ impl Registry {
                 description: String::new(),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn repos(names: &[&str]) -> Arc<Vec<RepoRef>> {
+        Arc::new(
+            names
+                .iter()
+                .map(|n| RepoRef::parse_full(n).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_scan_overlapping_a_write_is_not_kept() {
+        let ttl = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let mut listing = Listing::default();
+        // A scan starts, a repository is created while it runs, the scan ends.
+        let started_at = listing.generation;
+        listing.invalidate();
+        listing.install(started_at, repos(&["alice/old"]), t0);
+        assert!(listing.fresh(t0, ttl).is_none(), "a stale scan was kept");
+        // A scan with no write during it is kept, for the ttl.
+        let started_at = listing.generation;
+        listing.install(started_at, repos(&["alice/new", "alice/old"]), t0);
+        assert_eq!(listing.fresh(t0, ttl).unwrap().len(), 2);
+        assert!(listing.fresh(t0 + ttl, ttl).is_none());
+        // A write drops it at once.
+        listing.invalidate();
+        assert!(listing.fresh(t0, ttl).is_none());
     }
 }

@@ -13,6 +13,7 @@ use warp::http::HeaderMap;
 use warp::http::header::AUTHORIZATION;
 
 use super::error::ApiError;
+use super::routes::AuthClass;
 use crate::names::RepoRef;
 use crate::registry::{Account, Registry};
 
@@ -208,15 +209,25 @@ impl TokenSigner {
     }
 }
 
-/// Works out who is calling. Wrong credentials of any kind are a 401; no credentials is
-/// anonymous (whether that is enough is decided by the route).
-pub async fn authenticate(
+/// Works out who is calling, for every endpoint, before its handler runs (the dispatcher calls
+/// this; handlers receive the [`Caller`] and decide only what it may do). Wrong credentials of
+/// any kind are a 401 with the challenge of `class`; no credentials is anonymous (whether that
+/// is enough is the handler's decision).
+pub async fn resolve_caller(
     registry: &Registry,
     signer: &TokenSigner,
     headers: &HeaderMap,
-    index: bool,
+    class: AuthClass,
 ) -> Result<Caller, ApiError> {
+    let index = class.index();
     match credentials(headers) {
+        // `PUT .../auth` asks whether a token is valid: one that is not is its answer (403).
+        Credentials::Token(token) if class == AuthClass::TokenCheck => {
+            Ok(match signer.verify(&token, crate::server::now_unix()) {
+                Some(grant) => Caller::Token(grant),
+                None => Caller::Anonymous,
+            })
+        }
         Credentials::None => Ok(Caller::Anonymous),
         Credentials::Basic { user, password } => {
             match registry.authenticate(&user, &password).await? {

@@ -58,12 +58,17 @@ pub fn empty_string(status: StatusCode) -> Response {
     json(status, "")
 }
 
-/// Raw bytes with a content type, cacheable forever (immutable image data).
-pub fn immutable(bytes: Bytes, content_type: &'static str) -> Response {
+/// Raw bytes with a content type, cacheable forever (immutable image data) and last changed
+/// at `last_modified`.
+pub fn immutable(
+    bytes: Bytes,
+    content_type: &'static str,
+    last_modified: std::time::SystemTime,
+) -> Response {
     let mut res = Response::new(bytes.into());
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    cache_forever(h);
+    cache_forever(h, last_modified);
     res
 }
 
@@ -73,8 +78,9 @@ pub fn no_cache(h: &mut warp::http::HeaderMap) {
     h.insert(header::EXPIRES, HeaderValue::from_static("-1"));
 }
 
-/// Image json, layers and ancestry never change once complete.
-pub fn cache_forever(h: &mut warp::http::HeaderMap) {
+/// Image json, layers and ancestry never change once complete; `last_modified` is the image's
+/// time (its `created`, else when it was stored).
+pub fn cache_forever(h: &mut warp::http::HeaderMap, last_modified: std::time::SystemTime) {
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000"),
@@ -83,10 +89,9 @@ pub fn cache_forever(h: &mut warp::http::HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
         h.insert(header::EXPIRES, v);
     }
-    h.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
 }
 
 /// Sets a header from a string, skipping values that are not valid header text.

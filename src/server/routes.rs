@@ -148,6 +148,215 @@ impl Route {
     }
 }
 
+/// Which challenge a refused caller gets, and how credentials are resolved (API.md section 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthClass {
+    /// Index routes: a 401 challenges for Basic (`Basic realm="auth required",Token`).
+    Index,
+    /// Registry routes: a 401 challenges for a token (`Token`).
+    Registry,
+    /// `PUT .../auth`, whose question is whether a token is valid: a token that does not
+    /// verify is the answer (403, API.md section 9), not a 401. Anything else is as [`Index`].
+    ///
+    /// [`Index`]: AuthClass::Index
+    TokenCheck,
+}
+
+impl AuthClass {
+    /// Whether a 401 on this class carries the index's Basic challenge.
+    pub fn index(self) -> bool {
+        !matches!(self, AuthClass::Registry)
+    }
+}
+
+/// What an endpoint reads from the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Nothing; a body sent anyway is ignored.
+    None,
+    /// A JSON document of at most [`crate::server::JSON_LIMIT`] bytes, read whole by the
+    /// dispatcher before the handler runs; an empty or blank body is invalid JSON (400).
+    Json,
+    /// A stream the handler reads itself (a layer).
+    Stream,
+}
+
+/// One line of the route table: method, path (with `{image}`, `{repo}` (`ns/name`), `{tag}`
+/// and `{user}` placeholders), how its caller is resolved, and its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub auth: AuthClass,
+    pub body: BodyKind,
+}
+
+/// Declares [`Endpoint`] and its table together, so no endpoint can exist without its line.
+macro_rules! endpoints {
+    ($( $(#[$doc:meta])* $name:ident => $method:literal $path:literal, $auth:ident, $body:ident; )*) => {
+        /// Every endpoint of the API: a parsed [`Route`] plus a method. The dispatcher resolves
+        /// the caller of each from its [`EndpointSpec`] before any handler runs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Endpoint { $( $(#[$doc])* $name, )* }
+
+        impl Endpoint {
+            /// The route table, in one place: tests iterate it, so a new endpoint is covered
+            /// by every rule checked over the table.
+            pub const ALL: &'static [Endpoint] = &[ $( Endpoint::$name, )* ];
+
+            pub fn spec(self) -> EndpointSpec {
+                match self {
+                    $( Endpoint::$name => EndpointSpec {
+                        method: $method,
+                        path: $path,
+                        auth: AuthClass::$auth,
+                        body: BodyKind::$body,
+                    }, )*
+                }
+            }
+        }
+    };
+}
+
+endpoints! {
+    /// GET /v1/_ping (and /_ping)
+    Ping => "GET" "/v1/_ping", Registry, None;
+    /// POST /v1/users/
+    Register => "POST" "/v1/users/", Index, Json;
+    /// GET /v1/users/
+    Login => "GET" "/v1/users/", Index, None;
+    /// PUT /v1/users/<name>/
+    UpdateUser => "PUT" "/v1/users/{user}/", Index, Json;
+    /// GET /v1/search
+    Search => "GET" "/v1/search", Index, None;
+    /// GET /v1/images/<id>/json
+    GetImageJson => "GET" "/v1/images/{image}/json", Registry, None;
+    /// PUT /v1/images/<id>/json
+    PutImageJson => "PUT" "/v1/images/{image}/json", Registry, Json;
+    /// GET /v1/images/<id>/layer
+    GetLayer => "GET" "/v1/images/{image}/layer", Registry, None;
+    /// PUT /v1/images/<id>/layer
+    PutLayer => "PUT" "/v1/images/{image}/layer", Registry, Stream;
+    /// GET /v1/images/<id>/ancestry
+    GetAncestry => "GET" "/v1/images/{image}/ancestry", Registry, None;
+    /// PUT /v1/images/<id>/checksum
+    PutChecksum => "PUT" "/v1/images/{image}/checksum", Registry, None;
+    /// GET /v1/images/<id>/files
+    GetFiles => "GET" "/v1/images/{image}/files", Registry, None;
+    /// GET /v1/images/<id>/diff
+    GetDiff => "GET" "/v1/images/{image}/diff", Registry, None;
+    /// PUT /v1/repositories/<ns>/<repo>/
+    PutRepo => "PUT" "/v1/repositories/{repo}/", Index, Json;
+    /// DELETE /v1/repositories/<ns>/<repo>/
+    DeleteRepo => "DELETE" "/v1/repositories/{repo}/", Index, None;
+    /// GET /v1/repositories/<ns>/<repo>/images
+    GetRepoImages => "GET" "/v1/repositories/{repo}/images", Index, None;
+    /// PUT /v1/repositories/<ns>/<repo>/images
+    PutRepoImages => "PUT" "/v1/repositories/{repo}/images", Index, Json;
+    /// DELETE /v1/repositories/<ns>/<repo>/images
+    DeleteRepoImages => "DELETE" "/v1/repositories/{repo}/images", Index, None;
+    /// PUT /v1/repositories/<ns>/<repo>/auth
+    PutRepoAuth => "PUT" "/v1/repositories/{repo}/auth", TokenCheck, None;
+    /// GET /v1/repositories/<ns>/<repo>/tags
+    GetTags => "GET" "/v1/repositories/{repo}/tags", Registry, None;
+    /// DELETE /v1/repositories/<ns>/<repo>/tags (the repository, as DELETE .../)
+    DeleteTags => "DELETE" "/v1/repositories/{repo}/tags", Index, None;
+    /// GET /v1/repositories/<ns>/<repo>/tags/<tag>
+    GetTag => "GET" "/v1/repositories/{repo}/tags/{tag}", Registry, None;
+    /// PUT /v1/repositories/<ns>/<repo>/tags/<tag>
+    PutTag => "PUT" "/v1/repositories/{repo}/tags/{tag}", Registry, Json;
+    /// DELETE /v1/repositories/<ns>/<repo>/tags/<tag>
+    DeleteTag => "DELETE" "/v1/repositories/{repo}/tags/{tag}", Registry, None;
+    /// GET /v1/repositories/<ns>/<repo>/tags/<tag>/json
+    GetTagJson => "GET" "/v1/repositories/{repo}/tags/{tag}/json", Registry, None;
+    /// GET /v1/repositories/<ns>/<repo>/json (`latest`'s metadata)
+    GetRepoJson => "GET" "/v1/repositories/{repo}/json", Registry, None;
+}
+
+impl Endpoint {
+    /// The endpoint a request means: 404 for a path that is none (and `/v2/`), 405 for a
+    /// method its path does not take. HEAD arrives here as GET.
+    pub fn of(route: &Route, method: &Method) -> Result<Endpoint, ApiError> {
+        use Endpoint as E;
+        use Method as M;
+        let endpoint = match (route, method) {
+            (Route::Ping, &M::GET) => E::Ping,
+            (Route::Users, &M::POST) => E::Register,
+            (Route::Users, &M::GET) => E::Login,
+            (Route::User(_), &M::PUT) => E::UpdateUser,
+            (Route::Search, &M::GET) => E::Search,
+            (Route::Image(_, op), m) => match (op, m) {
+                (ImageOp::Json, &M::GET) => E::GetImageJson,
+                (ImageOp::Json, &M::PUT) => E::PutImageJson,
+                (ImageOp::Layer, &M::GET) => E::GetLayer,
+                (ImageOp::Layer, &M::PUT) => E::PutLayer,
+                (ImageOp::Ancestry, &M::GET) => E::GetAncestry,
+                (ImageOp::Checksum, &M::PUT) => E::PutChecksum,
+                (ImageOp::Files, &M::GET) => E::GetFiles,
+                (ImageOp::Diff, &M::GET) => E::GetDiff,
+                _ => return Err(ApiError::MethodNotAllowed),
+            },
+            (Route::Repo(_, op), m) => match (op, m) {
+                (RepoOp::Root, &M::PUT) => E::PutRepo,
+                (RepoOp::Root, &M::DELETE) => E::DeleteRepo,
+                (RepoOp::Images, &M::GET) => E::GetRepoImages,
+                (RepoOp::Images, &M::PUT) => E::PutRepoImages,
+                (RepoOp::Images, &M::DELETE) => E::DeleteRepoImages,
+                (RepoOp::Auth, &M::PUT) => E::PutRepoAuth,
+                (RepoOp::Tags, &M::GET) => E::GetTags,
+                (RepoOp::Tags, &M::DELETE) => E::DeleteTags,
+                (RepoOp::Tag(_), &M::GET) => E::GetTag,
+                (RepoOp::Tag(_), &M::PUT) => E::PutTag,
+                (RepoOp::Tag(_), &M::DELETE) => E::DeleteTag,
+                (RepoOp::TagJson(_), &M::GET) => E::GetTagJson,
+                (RepoOp::Json, &M::GET) => E::GetRepoJson,
+                _ => return Err(ApiError::MethodNotAllowed),
+            },
+            // Not a route of this API, so no caller is resolved: `/v2/` in particular must stay
+            // a plain 404 whatever the credentials, since a 401 there tells Docker it faces a
+            // v2 registry wanting a login, and it would never fall back to v1.
+            (Route::V2, _) => return Err(ApiError::NotFound("Not a v2 registry")),
+            (Route::NotFound, _) => return Err(ApiError::NotFound("Not found")),
+            _ => return Err(ApiError::MethodNotAllowed),
+        };
+        Ok(endpoint)
+    }
+}
+
+impl Route {
+    /// The image id of an image route (404 "Invalid image ID" for a malformed one).
+    pub fn image(&self) -> Result<ImageId, ApiError> {
+        match self {
+            Route::Image(id, _) => image_id(id),
+            _ => Err(ApiError::NotFound("Not found")),
+        }
+    }
+
+    /// The repository of a repository route, names validated.
+    pub fn repo(&self) -> Result<RepoRef, ApiError> {
+        match self {
+            Route::Repo(raw, _) => raw.parse(),
+            _ => Err(ApiError::NotFound("Not found")),
+        }
+    }
+
+    /// The tag named by a tag route, as written (`latest` for `.../json`).
+    pub fn tag(&self) -> &str {
+        match self {
+            Route::Repo(_, RepoOp::Tag(t) | RepoOp::TagJson(t)) => t,
+            _ => "latest",
+        }
+    }
+
+    /// The account named by `/v1/users/<name>/`.
+    pub fn user(&self) -> &str {
+        match self {
+            Route::User(name) => name,
+            _ => "",
+        }
+    }
+}
+
 fn raw_repo(segs: &[&str]) -> Option<RawRepo> {
     match segs {
         [repo] => Some(RawRepo {
@@ -194,6 +403,16 @@ impl Request {
             buf.extend_from_slice(&chunk);
         }
         Ok(Bytes::from(buf))
+    }
+
+    /// Reads a JSON body whole ([`Request::body_bytes`]); an empty or blank body is invalid
+    /// JSON (API.md section 2), like any other that does not parse.
+    pub async fn json_body(&mut self, limit: u64) -> Result<Bytes, ApiError> {
+        let body = self.body_bytes(limit).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(crate::registry::RegistryError::InvalidJson.into());
+        }
+        Ok(body)
     }
 
     /// Reads and drops a refused body before answering (see [`drain`]).
@@ -377,6 +596,26 @@ mod tests {
         );
         assert_eq!(Route::parse("/v1/repositories/a/b/c/d/e"), Route::NotFound);
         assert_eq!(Route::parse("/v1/repositories"), Route::NotFound);
+    }
+
+    #[test]
+    fn every_endpoint_of_the_table_is_reached_by_its_own_line() {
+        for &endpoint in Endpoint::ALL {
+            let spec = endpoint.spec();
+            let path = spec
+                .path
+                .replace("{image}", &"a".repeat(64))
+                .replace("{repo}", "alice/app")
+                .replace("{tag}", "latest")
+                .replace("{user}", "alice");
+            let method = Method::from_bytes(spec.method.as_bytes()).unwrap();
+            assert_eq!(
+                Endpoint::of(&Route::parse(&path), &method).unwrap(),
+                endpoint,
+                "{} {path}",
+                spec.method
+            );
+        }
     }
 
     #[test]

@@ -2,18 +2,19 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::names::ImageId;
 use crate::registry::RegistryError;
-use crate::server::auth::{self, Caller};
+use crate::server::auth::Caller;
 use crate::server::error::ApiError;
 use crate::server::range::{self, RangeRequest};
+use crate::server::reply;
 use crate::server::routes::{Request, drain_in_background};
 use crate::server::state::AppState;
-use crate::server::{JSON_LIMIT, reply};
 use crate::storage::keys;
 use crate::v1;
 
@@ -22,28 +23,17 @@ use crate::v1;
 /// pull asks the registry again and gets a fresh URL.
 const REDIRECT_TTL: Duration = Duration::from_secs(300);
 
-async fn writer(state: &AppState, headers: &warp::http::HeaderMap) -> Result<Caller, ApiError> {
-    let caller = auth::authenticate(&state.registry, &state.signer, headers, false).await?;
-    caller.authorize_image_write()?;
-    Ok(caller)
-}
-
-async fn reader(state: &AppState, headers: &warp::http::HeaderMap) -> Result<Caller, ApiError> {
-    auth::authenticate(&state.registry, &state.signer, headers, false).await
-}
-
 /// GET /v1/images/<id>/json
 pub async fn get_json(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
-    reader(state, &req.headers).await?;
     let (meta, json) = state.registry.image_json(&id).await?;
     let mut res = if req.headers.contains_key(header::IF_MODIFIED_SINCE) {
         // The json never changes once complete, whatever date the client has.
         let mut res = Response::new(bytes::Bytes::new().into());
         *res.status_mut() = StatusCode::NOT_MODIFIED;
-        reply::cache_forever(res.headers_mut());
+        reply::cache_forever(res.headers_mut(), meta.last_modified_time());
         res
     } else {
-        reply::immutable(json, "application/json")
+        reply::immutable(json, "application/json", meta.last_modified_time())
     };
     let h = res.headers_mut();
     reply::set(h, v1::HEADER_SIZE, &meta.size.to_string());
@@ -54,11 +44,11 @@ pub async fn get_json(state: &AppState, req: Request, id: ImageId) -> Result<Res
 /// PUT /v1/images/<id>/json
 pub async fn put_json(
     state: &AppState,
-    mut req: Request,
+    caller: Caller,
     id: ImageId,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    writer(state, &req.headers).await?;
-    let body = req.body_bytes(JSON_LIMIT).await?;
+    caller.authorize_image_write()?;
     state.registry.put_image_json(&id, body).await?;
     Ok(reply::ok_true())
 }
@@ -66,7 +56,6 @@ pub async fn put_json(
 /// GET /v1/images/<id>/layer (HEAD too; `Range` gives 206 or 416; with `--redirect-layers` a
 /// GET is a 302 to the store)
 pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
-    reader(state, &req.headers).await?;
     let meta = state.registry.image(&id).await?;
     let size = meta.size;
     let wanted = range::parse(req.header(header::RANGE.as_str()), size);
@@ -96,7 +85,7 @@ pub async fn get_layer(state: &AppState, req: Request, id: ImageId) -> Result<Re
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
-    reply::cache_forever(h);
+    reply::cache_forever(h, meta.last_modified_time());
     reply::set(h, header::ACCEPT_RANGES.as_str(), "bytes");
     reply::set(
         h,
@@ -155,8 +144,13 @@ async fn redirect_to_store(
 }
 
 /// PUT /v1/images/<id>/layer : streamed; the payload checksum is computed on the way.
-pub async fn put_layer(state: &AppState, req: Request, id: ImageId) -> Result<Response, ApiError> {
-    writer(state, &req.headers).await?;
+pub async fn put_layer(
+    state: &AppState,
+    caller: Caller,
+    req: Request,
+    id: ImageId,
+) -> Result<Response, ApiError> {
+    caller.authorize_image_write()?;
     if let Some(ua) = req.header(header::USER_AGENT.as_str()) {
         if is_pre_0_10_docker(ua) {
             return Err(ApiError::PreconditionFailed(
@@ -212,10 +206,11 @@ fn is_pre_0_10_docker(user_agent: &str) -> bool {
 /// PUT /v1/images/<id>/checksum : X-Docker-Checksum-Payload must match the computed one.
 pub async fn put_checksum(
     state: &AppState,
+    caller: Caller,
     req: Request,
     id: ImageId,
 ) -> Result<Response, ApiError> {
-    writer(state, &req.headers).await?;
+    caller.authorize_image_write()?;
     let payload = req.header(v1::HEADER_CHECKSUM_PAYLOAD);
     state.registry.put_image_checksum(&id, payload).await?;
     Ok(reply::ok_true())
@@ -223,9 +218,13 @@ pub async fn put_checksum(
 
 /// GET /v1/images/<id>/ancestry
 pub async fn get_ancestry(state: &AppState, id: ImageId) -> Result<Response, ApiError> {
-    let _ = state;
+    let meta = state.registry.image(&id).await?;
     let body = state.registry.image_ancestry(&id).await?;
-    Ok(reply::immutable(body, "application/json"))
+    Ok(reply::immutable(
+        body,
+        "application/json",
+        meta.last_modified_time(),
+    ))
 }
 
 /// GET /v1/images/<id>/files : not offered; layers are opaque to this registry.

@@ -2,17 +2,18 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use warp::http::{HeaderMap, StatusCode, header};
 use warp::reply::Response;
 
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::registry::RegistryError;
-use crate::server::auth::{self, Access, Caller};
+use crate::server::auth::{Access, Caller};
 use crate::server::error::ApiError;
 use crate::server::routes::Request;
 use crate::server::state::AppState;
-use crate::server::{JSON_LIMIT, now_unix, parse_json, reply};
+use crate::server::{now_unix, parse_json, reply};
 use crate::v1::{self, ImageEntry, TagInfo};
 
 /// An entry of a pushed image list; Docker adds `Tag` and other keys, which are ignored.
@@ -72,25 +73,16 @@ fn with_token(
     res
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap, index: bool) -> Result<Caller, ApiError> {
-    auth::authenticate(&state.registry, &state.signer, headers, index).await
-}
-
 /// PUT /v1/repositories/<ns>/<repo>/ : create, or re-push, a repository.
 pub async fn put_repo(
     state: &AppState,
-    mut req: Request,
+    caller: Caller,
+    req: Request,
     repo: RepoRef,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller(state, &req.headers, true)
-        .await?
-        .authorize_repo(&repo, Access::Write, true)?;
-    let body = req.body_bytes(JSON_LIMIT).await?;
-    let entries = if body.iter().all(u8::is_ascii_whitespace) {
-        Vec::new()
-    } else {
-        parse_image_list(&body)?
-    };
+    caller.authorize_repo(&repo, Access::Write, true)?;
+    let entries = parse_image_list(&body)?;
     state.registry.merge_repo_images(&repo, &entries).await?;
     let res = reply::empty_string(StatusCode::OK);
     Ok(with_token(state, &req.headers, res, &repo, Access::Write))
@@ -100,10 +92,10 @@ pub async fn put_repo(
 /// entry go; images stay.
 pub async fn delete_repo(
     state: &AppState,
+    caller: Caller,
     req: Request,
     repo: RepoRef,
 ) -> Result<Response, ApiError> {
-    let caller = caller(state, &req.headers, true).await?;
     // A write token for the repository is as good as a delete one.
     caller
         .authorize_repo(&repo, Access::Delete, true)
@@ -119,8 +111,6 @@ pub async fn get_images(
     req: Request,
     repo: RepoRef,
 ) -> Result<Response, ApiError> {
-    // Reads are public, but credentials that are given must be right.
-    caller(state, &req.headers, true).await?;
     let images = state.registry.repo_images(&repo).await?;
     let res = reply::json(StatusCode::OK, &images);
     Ok(with_token(state, &req.headers, res, &repo, Access::Read))
@@ -129,13 +119,12 @@ pub async fn get_images(
 /// PUT /v1/repositories/<ns>/<repo>/images : the last step of a push; merges the list.
 pub async fn put_images(
     state: &AppState,
-    mut req: Request,
+    caller: Caller,
+    req: Request,
     repo: RepoRef,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller(state, &req.headers, true)
-        .await?
-        .authorize_repo(&repo, Access::Write, true)?;
-    let body = req.body_bytes(JSON_LIMIT).await?;
+    caller.authorize_repo(&repo, Access::Write, true)?;
     let entries = parse_image_list(&body)?;
     state.registry.merge_repo_images(&repo, &entries).await?;
     let res = reply::empty_string(StatusCode::NO_CONTENT);
@@ -143,26 +132,20 @@ pub async fn put_images(
 }
 
 /// DELETE /v1/repositories/<ns>/<repo>/images : image lists only grow; a no-op.
-pub async fn delete_images(
-    state: &AppState,
-    req: Request,
-    repo: RepoRef,
-) -> Result<Response, ApiError> {
-    caller(state, &req.headers, true)
-        .await?
-        .authorize_repo(&repo, Access::Delete, true)?;
+pub fn delete_images(caller: Caller, repo: RepoRef) -> Result<Response, ApiError> {
+    caller.authorize_repo(&repo, Access::Delete, true)?;
     Ok(reply::empty_string(StatusCode::NO_CONTENT))
 }
 
 /// PUT /v1/repositories/<ns>/<repo>/auth : is this token valid for this repository?
-pub async fn put_auth(state: &AppState, req: Request, repo: RepoRef) -> Result<Response, ApiError> {
-    let valid = match auth::credentials(&req.headers) {
-        auth::Credentials::Token(t) => state
-            .signer
-            .verify(&t, now_unix())
-            .is_some_and(|g| g.repo == repo),
-        _ => false,
-    };
+/// The dispatcher resolves a token that does not verify to an anonymous caller here (see
+/// `AuthClass::TokenCheck`), so every caller but a valid token for `repo` gets the 403.
+pub async fn put_auth(
+    state: &AppState,
+    caller: Caller,
+    repo: RepoRef,
+) -> Result<Response, ApiError> {
+    let valid = matches!(&caller, Caller::Token(grant) if grant.repo == repo);
     if !state.registry.repo_exists(&repo).await? {
         return Err(RegistryError::RepoNotFound.into());
     }
@@ -176,7 +159,6 @@ pub async fn put_auth(state: &AppState, req: Request, repo: RepoRef) -> Result<R
 /// GET /v1/repositories/<ns>/<repo>/tags: the plain `tag -> id` map, or with each tag's last
 /// update for a client that asks for [`v1::TAGS_WITH_TIMES`].
 pub async fn get_tags(state: &AppState, req: Request, repo: RepoRef) -> Result<Response, ApiError> {
-    caller(state, &req.headers, false).await?;
     let records = state.registry.tag_records(&repo).await?;
     let mut res = if reply::accepts(&req.headers, v1::TAGS_WITH_TIMES) {
         let listed: BTreeMap<String, v1::ListedTag> = records
@@ -206,13 +188,7 @@ fn parse_tag(tag: &str) -> Result<Tag, ApiError> {
 }
 
 /// GET /v1/repositories/<ns>/<repo>/tags/<tag>
-pub async fn get_tag(
-    state: &AppState,
-    req: Request,
-    repo: RepoRef,
-    tag: &str,
-) -> Result<Response, ApiError> {
-    caller(state, &req.headers, false).await?;
+pub async fn get_tag(state: &AppState, repo: RepoRef, tag: &str) -> Result<Response, ApiError> {
     let tag: Tag = tag
         .parse()
         .map_err(|_| ApiError::NotFound("Tag not found"))?;
@@ -223,15 +199,14 @@ pub async fn get_tag(
 /// PUT /v1/repositories/<ns>/<repo>/tags/<tag> : body is the image id as a JSON string.
 pub async fn put_tag(
     state: &AppState,
-    mut req: Request,
+    caller: Caller,
+    req: Request,
     repo: RepoRef,
     tag: &str,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller(state, &req.headers, false)
-        .await?
-        .authorize_repo(&repo, Access::Write, false)?;
+    caller.authorize_repo(&repo, Access::Write, false)?;
     let tag = parse_tag(tag)?;
-    let body = req.body_bytes(JSON_LIMIT).await?;
     let id: String = serde_json::from_slice(&body).map_err(|_| RegistryError::InvalidData)?;
     let id: ImageId = id.parse().map_err(|_| RegistryError::InvalidData)?;
     let user_agent = req.header(header::USER_AGENT.as_str()).unwrap_or("");
@@ -242,11 +217,10 @@ pub async fn put_tag(
 /// DELETE /v1/repositories/<ns>/<repo>/tags/<tag>
 pub async fn delete_tag(
     state: &AppState,
-    req: Request,
+    caller: Caller,
     repo: RepoRef,
     tag: &str,
 ) -> Result<Response, ApiError> {
-    let caller = caller(state, &req.headers, false).await?;
     // Either a delete token or a write token for the repository may remove a tag.
     caller
         .authorize_repo(&repo, Access::Delete, false)
@@ -261,11 +235,9 @@ pub async fn delete_tag(
 /// GET /v1/repositories/<ns>/<repo>/tags/<tag>/json (and GET .../json for `latest`)
 pub async fn get_tag_json(
     state: &AppState,
-    req: Request,
     repo: RepoRef,
     tag: &str,
 ) -> Result<Response, ApiError> {
-    caller(state, &req.headers, false).await?;
     let info = match tag.parse::<Tag>() {
         Ok(tag) => match state.registry.tag(&repo, &tag).await {
             Ok(record) => record.info,

@@ -1,17 +1,17 @@
 //! Accounts: registration, login check, update.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use crate::names::Username;
 use crate::registry::{RegistryError, Role};
-use crate::server::auth::{self, Caller};
+use crate::server::auth::Caller;
 use crate::server::error::ApiError;
+use crate::server::parse_json;
 use crate::server::reply;
-use crate::server::routes::Request;
 use crate::server::state::AppState;
-use crate::server::{JSON_LIMIT, parse_json};
 
 #[derive(Deserialize)]
 struct Registration {
@@ -27,13 +27,12 @@ struct Update {
 }
 
 /// POST /v1/users/
-pub async fn register(state: &AppState, mut req: Request) -> Result<Response, ApiError> {
+pub async fn register(state: &AppState, body: Bytes) -> Result<Response, ApiError> {
     if !state.registry.config().signup {
         return Err(ApiError::Forbidden(
             "Registration is disabled on this registry",
         ));
     }
-    let body = req.body_bytes(JSON_LIMIT).await?;
     let r: Registration = parse_json(&body)?;
     state
         .registry
@@ -43,16 +42,20 @@ pub async fn register(state: &AppState, mut req: Request) -> Result<Response, Ap
 }
 
 /// GET /v1/users/ : checks Basic credentials.
-pub async fn login(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    match auth::authenticate(&state.registry, &state.signer, &req.headers, true).await? {
+pub fn login(caller: Caller) -> Result<Response, ApiError> {
+    match caller {
         Caller::User(_) => Ok(reply::json(StatusCode::OK, "OK")),
         _ => Err(ApiError::Unauthorized { index: true }),
     }
 }
 
 /// PUT /v1/users/<username>/
-pub async fn update(state: &AppState, mut req: Request, name: &str) -> Result<Response, ApiError> {
-    let caller = auth::authenticate(&state.registry, &state.signer, &req.headers, true).await?;
+pub async fn update(
+    state: &AppState,
+    caller: Caller,
+    name: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let Caller::User(account) = caller else {
         return Err(ApiError::Unauthorized { index: true });
     };
@@ -62,7 +65,6 @@ pub async fn update(state: &AppState, mut req: Request, name: &str) -> Result<Re
     if account.role != Role::Admin && account.name != target {
         return Err(ApiError::Forbidden("You may only update your own account"));
     }
-    let body = req.body_bytes(JSON_LIMIT).await?;
     let u: Update = parse_json(&body)?;
     state
         .registry
