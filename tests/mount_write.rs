@@ -111,11 +111,11 @@ async fn bad_writes_fail_where_programs_see_them() {
         // Not an id: refused at write.
         let e = std::fs::write(repo.join("tags/bad"), "garbage\n").unwrap_err();
         assert_eq!(errno(e), libc::EINVAL);
-        // A valid-looking id of no image: refused when committed (fsync here; close too,
-        // but std does not report errors from close).
+        // A valid-looking id of no image: refused at the write that completes the id, and
+        // again at fsync (close too, but std does not report errors from close).
         let mut f = std::fs::File::create(repo.join("tags/ghost")).unwrap();
-        std::io::Write::write_all(&mut f, "f".repeat(64).as_bytes()).unwrap();
-        assert_eq!(errno(f.sync_all().unwrap_err()), libc::EINVAL);
+        let e = std::io::Write::write_all(&mut f, "f".repeat(64).as_bytes()).unwrap_err();
+        assert_eq!(errno(e), libc::EINVAL);
         drop(f);
         // Invalid names.
         let e = std::fs::write(repo.join("tags/-bad"), &child_id).unwrap_err();

@@ -1,0 +1,237 @@
+//! The mount tells the truth where the shell looks (issue 18): refusals fail the `write` a
+//! shell redirection sees, leave no trace, are listed in `.regfs/errors`; `cp -r` of a
+//! repository works; the mount's own pushes show at once; a full spool is ENOSPC.
+//!
+//! Every step runs through `bash -c` as a user would type it, with the mountpoint in `$M`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use regfs::mount::FsConfig;
+
+use crate::common::mount::TestMount;
+use crate::common::{ADMIN, ADMIN_PASSWORD, Auth, Image, TestServer};
+
+/// What a shell command did.
+struct Shell {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `script` in bash with `$M` set to `mount` and the given variables.
+fn sh(mount: &Path, script: &str, vars: &[(&str, &str)]) -> Shell {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("M", mount)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    Shell {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `script`, which must fail with `message` on stderr.
+fn refused(mount: &Path, script: &str, vars: &[(&str, &str)], message: &str) {
+    let r = sh(mount, script, vars);
+    assert!(!r.ok, "`{script}` exited 0 ({vars:?})");
+    assert!(
+        r.stderr.contains(message),
+        "`{script}`: expected {message:?} on stderr, got {:?}",
+        r.stderr
+    );
+}
+
+/// Runs `script`, which must succeed; returns its stdout.
+fn fine(mount: &Path, script: &str, vars: &[(&str, &str)]) -> String {
+    let r = sh(mount, script, vars);
+    assert!(r.ok, "`{script}` failed: {}", r.stderr);
+    r.stdout
+}
+
+/// A server holding one complete image, and a mount of it as the administrator.
+async fn setup(config: FsConfig) -> (TestServer, Image, TestMount) {
+    let server = TestServer::start();
+    let base = Image::new("truth-base", 1000);
+    server.client().push_image(&base, &Auth::admin()).await;
+    let url = server.url.clone();
+    let mount = tokio::task::spawn_blocking(move || {
+        TestMount::with_config(
+            &url,
+            Some((ADMIN, ADMIN_PASSWORD)),
+            config,
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .unwrap();
+    (server, base, mount)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_json_and_tags_fail_the_shell_and_leave_no_trace() {
+    let (server, base, m) = setup(FsConfig::default()).await;
+    let fresh = Image::new("truth-fresh", 5000);
+    let orphan = Image::child("truth-orphan", &Image::new("truth-never-pushed", 1), 100);
+    let (f, o, b) = (fresh.clone(), orphan.clone(), base.id.clone());
+    let m = tokio::task::spawn_blocking(move || {
+        let dir = m.path().to_path_buf();
+        let fresh_json = String::from_utf8(f.json.clone()).unwrap();
+        let orphan_json = String::from_utf8(o.json.clone()).unwrap();
+        let layer = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(layer.path(), &f.layer).unwrap();
+        let layer = layer.path().to_str().unwrap().to_string();
+        let vars = [
+            ("ID", f.id.as_str()),
+            ("ORPHAN", o.id.as_str()),
+            ("FRESH_JSON", fresh_json.as_str()),
+            ("ORPHAN_JSON", orphan_json.as_str()),
+            ("LAYER", layer.as_str()),
+            ("BASE", b.as_str()),
+        ];
+        let vars = &vars[..];
+        // Not JSON at all.
+        refused(
+            &dir,
+            r#"mkdir "$M/images/$ID" && echo not-json > "$M/images/$ID/json""#,
+            vars,
+            "Invalid argument",
+        );
+        // No trace: not listed, and cat agrees.
+        assert_eq!(fine(&dir, r#"ls -A "$M/images/$ID""#, vars), "");
+        refused(
+            &dir,
+            r#"cat "$M/images/$ID/json""#,
+            vars,
+            "No such file",
+        );
+        // A json naming another image.
+        refused(
+            &dir,
+            r#"printf '%s\n' "$ORPHAN_JSON" > "$M/images/$ID/json""#,
+            vars,
+            "Invalid argument",
+        );
+        assert_eq!(fine(&dir, r#"ls -A "$M/images/$ID""#, vars), "");
+        // A layer after the refused json can never complete the push: it fails.
+        refused(
+            &dir,
+            r#"cp "$LAYER" "$M/images/$ID/layer""#,
+            vars,
+            "Invalid argument",
+        );
+        assert_eq!(fine(&dir, r#"ls -A "$M/images/$ID""#, vars), "");
+        // A json whose parent the registry does not have.
+        refused(
+            &dir,
+            r#"mkdir "$M/images/$ORPHAN" && printf '%s\n' "$ORPHAN_JSON" > "$M/images/$ORPHAN/json""#,
+            vars,
+            "Invalid argument",
+        );
+        assert_eq!(fine(&dir, r#"ls -A "$M/images/$ORPHAN""#, vars), "");
+        // Tags: garbage, and an id of no complete image.
+        fine(&dir, r#"mkdir -p "$M/repositories/library/truth""#, vars);
+        refused(
+            &dir,
+            r#"echo garbage > "$M/repositories/library/truth/tags/x""#,
+            vars,
+            "Invalid argument",
+        );
+        refused(
+            &dir,
+            r#"echo "$ID" > "$M/repositories/library/truth/tags/ghost""#,
+            vars,
+            "Invalid argument",
+        );
+        assert_eq!(
+            fine(&dir, r#"ls -A "$M/repositories/library/truth/tags""#, vars),
+            ""
+        );
+        // The right content still goes through, and the push completes.
+        fine(
+            &dir,
+            r#"printf '%s' "$FRESH_JSON" > "$M/images/$ID/json" && cp "$LAYER" "$M/images/$ID/layer" && echo "$ID" > "$M/repositories/library/truth/tags/latest""#,
+            vars,
+        );
+        m
+    })
+    .await
+    .unwrap();
+    let c = server.client();
+    let r = c
+        .get(&format!("/v1/images/{}/layer", fresh.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == fresh.layer);
+    let r = c
+        .get(&format!("/v1/images/{}/json", orphan.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 404, "nothing of the orphan reached the registry");
+    let r = c
+        .get("/v1/repositories/library/truth/tags", &Auth::None)
+        .await;
+    assert_eq!(r.json(), serde_json::json!({"latest": fresh.id}));
+    tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_listed_in_a_hidden_errors_file() {
+    let (_server, _base, m) = setup(FsConfig::default()).await;
+    let id = Image::new("truth-errors", 10).id;
+    tokio::task::spawn_blocking(move || {
+        let dir = m.path().to_path_buf();
+        let vars = [("ID", id.as_str())];
+        let vars = &vars[..];
+        assert_eq!(fine(&dir, r#"cat "$M/.regfs/errors""#, vars), "");
+        refused(
+            &dir,
+            r#"mkdir "$M/images/$ID" && echo not-json > "$M/images/$ID/json""#,
+            vars,
+            "Invalid argument",
+        );
+        refused(
+            &dir,
+            r#"mkdir -p "$M/repositories/library/Bad""#,
+            vars,
+            "Invalid argument",
+        );
+        let errors = fine(&dir, r#"cat "$M/.regfs/errors""#, vars);
+        let lines: Vec<&str> = errors.lines().collect();
+        assert_eq!(lines.len(), 2, "one line per refusal: {errors}");
+        let fields: Vec<&str> = lines[0].split('\t').collect();
+        assert_eq!(
+            fields.len(),
+            4,
+            "time, operation, path, reason: {}",
+            lines[0]
+        );
+        assert!(fields[0].ends_with('Z'), "{}", fields[0]);
+        assert_eq!(fields[1], "write");
+        assert_eq!(fields[2], format!("images/{id}/json"));
+        assert!(fields[3].contains("not a JSON object"), "{}", fields[3]);
+        let fields: Vec<&str> = lines[1].split('\t').collect();
+        assert_eq!(fields[1], "mkdir");
+        assert_eq!(fields[2], "repositories/library/Bad");
+        // Hidden from listings of the root, read-only.
+        let root = fine(&dir, r#"ls -A "$M""#, vars);
+        assert_eq!(
+            root.split_whitespace().collect::<Vec<_>>(),
+            ["images", "repositories", "search"]
+        );
+        assert_eq!(fine(&dir, r#"ls "$M/.regfs""#, vars).trim(), "errors");
+        refused(
+            &dir,
+            r#"echo x > "$M/.regfs/errors""#,
+            vars,
+            "Operation not permitted",
+        );
+        drop(m);
+    })
+    .await
+    .unwrap();
+}
