@@ -235,3 +235,182 @@ async fn refusals_are_listed_in_a_hidden_errors_file() {
     .await
     .unwrap();
 }
+
+/// Tags and image list of `repo` on `server`, as the HTTP API lists them.
+async fn repo_state(server: &TestServer, repo: &str) -> (serde_json::Value, Vec<String>) {
+    let c = server.client();
+    let tags = c
+        .get(&format!("/v1/repositories/{repo}/tags"), &Auth::None)
+        .await
+        .json();
+    let images = c
+        .get(&format!("/v1/repositories/{repo}/images"), &Auth::None)
+        .await
+        .json();
+    let mut ids: Vec<String> = images
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    (tags, ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_r_copies_a_repository_with_its_tags_within_one_mount() {
+    let server = TestServer::start();
+    let base = Image::new("truth-cp-base", 2000);
+    let top = Image::child("truth-cp-top", &base, 3000);
+    let c = server.client();
+    c.push_repo(
+        "library/src",
+        &[base.clone(), top.clone()],
+        "latest",
+        &Auth::admin(),
+    )
+    .await;
+    let r = c
+        .put(
+            "/v1/repositories/library/src/tags/old",
+            format!("\"{}\"", base.id),
+            &Auth::admin(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let url = server.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let m = TestMount::new(&url, Some((ADMIN, ADMIN_PASSWORD)));
+        let dir = m.path().to_path_buf();
+        fine(
+            &dir,
+            r#"cp -r "$M/repositories/library/src" "$M/repositories/library/copy""#,
+            &[],
+        );
+        let tags = fine(&dir, r#"ls "$M/repositories/library/copy/tags""#, &[]);
+        assert_eq!(
+            tags.split_whitespace().collect::<Vec<_>>(),
+            ["latest", "old"]
+        );
+        drop(m);
+    })
+    .await
+    .unwrap();
+    let (src_tags, src_images) = repo_state(&server, "library/src").await;
+    let (copy_tags, copy_images) = repo_state(&server, "library/copy").await;
+    assert_eq!(copy_tags, src_tags);
+    assert_eq!(copy_images, src_images);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_r_copies_a_repository_with_its_tags_between_two_mounts() {
+    let source = TestServer::start();
+    let target = TestServer::start();
+    let base = Image::new("truth-cp2-base", 2000);
+    let top = Image::child("truth-cp2-top", &base, 3000);
+    source
+        .client()
+        .push_repo(
+            "alice/app",
+            &[base.clone(), top.clone()],
+            "v1",
+            &Auth::admin(),
+        )
+        .await;
+    // The images are there already (cp -r of images/ would copy them, as another test shows).
+    for image in [&base, &top] {
+        target.client().push_image(image, &Auth::admin()).await;
+    }
+    let (su, tu) = (source.url.clone(), target.url.clone());
+    tokio::task::spawn_blocking(move || {
+        let a = TestMount::new(&su, Some((ADMIN, ADMIN_PASSWORD)));
+        let b = TestMount::new(&tu, Some((ADMIN, ADMIN_PASSWORD)));
+        let (pa, pb) = (
+            a.path().to_str().unwrap().to_string(),
+            b.path().to_str().unwrap().to_string(),
+        );
+        let vars = [("A", pa.as_str()), ("B", pb.as_str())];
+        fine(
+            a.path(),
+            r#"mkdir -p "$B/repositories/alice" && cp -r "$A/repositories/alice/app" "$B/repositories/alice/app""#,
+            &vars,
+        );
+        drop((a, b));
+    })
+    .await
+    .unwrap();
+    let (src_tags, src_images) = repo_state(&source, "alice/app").await;
+    let (copy_tags, copy_images) = repo_state(&target, "alice/app").await;
+    assert_eq!(copy_tags, serde_json::json!({"v1": top.id}));
+    assert_eq!(copy_tags, src_tags);
+    assert_eq!(copy_images, src_images);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mounts_own_push_and_tag_show_at_once_in_every_file_they_change() {
+    // Listings and tags trusted for ten minutes: only the mount's own bookkeeping can make
+    // its changes show.
+    let config = FsConfig {
+        ttl: Duration::from_secs(600),
+        ..FsConfig::default()
+    };
+    let (_server, base, m) = setup(config).await;
+    let child = Image::child("truth-visible", &base, 4000);
+    let (c, b) = (child.clone(), base.id.clone());
+    tokio::task::spawn_blocking(move || {
+        let dir = m.path().to_path_buf();
+        let json = String::from_utf8(c.json.clone()).unwrap();
+        let layer = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(layer.path(), &c.layer).unwrap();
+        let layer = layer.path().to_str().unwrap().to_string();
+        let vars = [
+            ("ID", c.id.as_str()),
+            ("JSON", json.as_str()),
+            ("LAYER", layer.as_str()),
+        ];
+        let vars = &vars[..];
+        // Read before, so anything cached would be stale after.
+        fine(&dir, r#"mkdir -p "$M/repositories/library/seen/tags""#, vars);
+        assert_eq!(
+            fine(&dir, r#"ls "$M/repositories/library/seen/images""#, vars),
+            ""
+        );
+        fine(
+            &dir,
+            r#"mkdir "$M/images/$ID" && printf '%s' "$JSON" > "$M/images/$ID/json" && cp "$LAYER" "$M/images/$ID/layer""#,
+            vars,
+        );
+        assert_eq!(
+            fine(&dir, r#"cat "$M/images/$ID/ancestry""#, vars),
+            format!("{}\n{}\n", c.id, b)
+        );
+        assert_eq!(
+            fine(&dir, r#"readlink "$M/images/$ID/parent""#, vars).trim(),
+            format!("../{b}")
+        );
+        let files = fine(&dir, r#"ls "$M/images/$ID""#, vars);
+        assert_eq!(
+            files.split_whitespace().collect::<Vec<_>>(),
+            ["ancestry", "json", "layer", "parent"]
+        );
+        assert!(fine(&dir, r#"ls "$M/images""#, vars).contains(&c.id));
+        fine(
+            &dir,
+            r#"echo "$ID" > "$M/repositories/library/seen/tags/latest""#,
+            vars,
+        );
+        let listed = fine(&dir, r#"ls "$M/repositories/library/seen/images""#, vars);
+        let mut want = vec![c.id.clone(), b.clone()];
+        want.sort();
+        assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), want);
+        assert_eq!(
+            fine(&dir, r#"cat "$M/repositories/library/seen/tags/latest""#, vars),
+            format!("{}\n", c.id)
+        );
+        drop(m);
+    })
+    .await
+    .unwrap();
+}

@@ -47,7 +47,8 @@ async fn mkdir_tag_copy_move_remove_and_rm_r_reach_the_registry() {
     let (child_id, base_id) = (child.id.clone(), base.id.clone());
     let m = tokio::task::spawn_blocking(move || {
         let repo = m.join("repositories/writer/app");
-        std::fs::create_dir_all(&repo).unwrap();
+        // A repository this thread just made is empty to it until it makes `tags/`.
+        std::fs::create_dir_all(repo.join("tags")).unwrap();
         std::fs::write(repo.join("tags/latest"), format!("{child_id}\n")).unwrap();
         std::fs::write(repo.join("tags/quoted"), format!("\"{base_id}\"")).unwrap();
         assert_eq!(
@@ -107,7 +108,7 @@ async fn bad_writes_fail_where_programs_see_them() {
     let child_id = child.id.clone();
     let m = tokio::task::spawn_blocking(move || {
         let repo = m.join("repositories/writer/errs");
-        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::create_dir_all(repo.join("tags")).unwrap();
         // Not an id: refused at write.
         let e = std::fs::write(repo.join("tags/bad"), "garbage\n").unwrap_err();
         assert_eq!(errno(e), libc::EINVAL);
@@ -243,7 +244,7 @@ async fn images_push_through_the_mount_in_either_order_and_pull_over_http() {
         write_and_fsync(&dir.join("layer"), &b.layer).unwrap();
         write_and_fsync(&dir.join("json"), &b.json).unwrap();
         // Tag it, as a user would, and the repository becomes pullable.
-        std::fs::create_dir_all(m.join("repositories/library/pushed")).unwrap();
+        std::fs::create_dir_all(m.join("repositories/library/pushed/tags")).unwrap();
         write_and_fsync(
             &m.join("repositories/library/pushed/tags/latest"),
             format!("{}\n", b.id).as_bytes(),

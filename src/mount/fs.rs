@@ -195,6 +195,12 @@ pub struct RegistryFs {
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
     /// The last refusals, oldest first: what `.regfs/errors` shows.
     refusals: Mutex<VecDeque<Refusal>>,
+    /// Repositories just made with `mkdir`, which their maker sees empty (see
+    /// [`RegistryFs::lookup_by`]).
+    fresh_repos: Mutex<HashMap<RepoRef, write::FreshRepo>>,
+    /// Images whose push through this mount completed (the latest, bounded): `ls images`
+    /// keeps listing them.
+    pushed: Mutex<VecDeque<ImageId>>,
     next_fh: AtomicU64,
 }
 
@@ -279,6 +285,8 @@ impl RegistryFs {
             completing: Arc::new(tokio::sync::Semaphore::new(1)),
             dirs: Mutex::new(HashMap::new()),
             refusals: Mutex::new(VecDeque::new()),
+            fresh_repos: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(VecDeque::new()),
             next_fh: AtomicU64::new(1),
             config,
         }
@@ -659,11 +667,28 @@ impl RegistryFs {
 
     /// `lookup`: the child `name` of directory `parent`, counting a kernel reference.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
+        self.lookup_by(parent, name, None).await
+    }
+
+    /// `lookup` on behalf of thread `caller`, as the kernel names it. A directory a thread
+    /// just made is empty to that thread, as POSIX promises and `cp -r` (and Python's
+    /// `copytree`) count on when they go on to create its entries with `mkdir`, `O_EXCL` and
+    /// `symlink`, which the kernel refuses (EEXIST) without asking us once a lookup found
+    /// them: for a while, the maker of a repository does not find its `tags/` and `images/`
+    /// until it makes them, and the writer of an image does not find the files it has not
+    /// written (`ancestry`, `parent`) in the image it completed. Everyone else sees
+    /// everything at once.
+    pub async fn lookup_by(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<Entry> {
         let parent = self.node(parent)?;
         if parent.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }
         let node = parent.child(name).ok_or(FsError::NotFound)?;
+        if let Some(caller) = caller {
+            if self.fresh_to(&node, caller) {
+                return Err(FsError::NotFound);
+            }
+        }
         // Check existence before taking a reference, so a missing name allocates nothing.
         let entry = self.stat(&node, 0).await?;
         let ino = self.inodes.lookup(&node);
@@ -746,7 +771,9 @@ impl RegistryFs {
                 .into_iter()
                 .map(Node::Image)
                 .collect(),
-            Node::Image(id) if self.pending_image(id) => self.pending_files(id).unwrap_or_default(),
+            Node::Image(id) if self.pending_incomplete(id) => {
+                self.pending_files(id).unwrap_or_default()
+            }
             Node::Image(id) => {
                 let info = self.image(id).await?;
                 let mut out: Vec<Node> = ImageFile::ALL
@@ -834,8 +861,9 @@ impl RegistryFs {
                 known.extend(ancestry.iter().cloned());
             }
         }
-        // Images being pushed through this mount show too.
+        // Images being pushed through this mount show too, and those it pushed.
         known.extend(lock(&self.pending_images).keys().cloned());
+        known.extend(lock(&self.pushed).iter().cloned());
         Ok(known)
     }
 

@@ -29,10 +29,12 @@ const MAX_SMALL_FILE: usize = 1024 * 1024;
 /// Chunks (one FUSE write each, 1 MiB at most) queued between `write` and the streaming
 /// upload: enough to ride out short upload stalls, bounded so memory stays flat.
 const STREAM_QUEUE: usize = 16;
-/// How long a just-completed image keeps showing only the files written to it, so a `cp -r`
-/// still copying `ancestry` and `parent` can create them (its `O_EXCL` opens would otherwise
-/// find them already there).
+/// How long a just-completed image keeps showing only the files written to it to those who
+/// wrote it, so a `cp -r` still copying `ancestry` and `parent` can create them (its `O_EXCL`
+/// opens would otherwise find them already there).
 const COMPLETED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Images pushed through this mount that `ls images` keeps listing.
+const MAX_PUSHED_LISTED: usize = 4096;
 
 /// An image being pushed through this mount.
 #[derive(Debug, Default)]
@@ -51,6 +53,10 @@ pub struct PendingImage {
     layer: LayerState,
     /// When the registry accepted the image (the push is over; see [`COMPLETED_GRACE`]).
     completed: Option<std::time::Instant>,
+    /// The threads and processes that made its directory or opened its files for writing:
+    /// to them alone, the completed image shows only the files written (see
+    /// [`RegistryFs::lookup_by`]).
+    makers: BTreeSet<u32>,
 }
 
 impl PendingImage {
@@ -178,6 +184,39 @@ impl RegistryFs {
         pending.contains_key(id)
     }
 
+    /// Whether `id` is being pushed through this mount and not complete yet: its directory
+    /// shows what has been written.
+    pub(super) fn pending_incomplete(&self, id: &ImageId) -> bool {
+        self.pending_image(id) && !self.is_completed(id)
+    }
+
+    /// Records `who` as a writer of image `id`.
+    pub(super) fn add_image_maker(&self, id: &ImageId, who: u32) {
+        if let Some(p) = lock(&self.pending_images).get_mut(id) {
+            p.makers.insert(who);
+        }
+    }
+
+    /// Whether `node` is a file of an image `caller` just completed that it has not written.
+    pub(super) fn unwritten_to(&self, node: &Node, caller: u32) -> bool {
+        let (id, file) = match node {
+            Node::ImageFile(id, f) => (id, Some(*f)),
+            Node::ParentLink(id) => (id, None),
+            _ => return false,
+        };
+        if !self.pending_image(id) {
+            return false;
+        }
+        lock(&self.pending_images).get(id).is_some_and(|p| {
+            p.completed.is_some()
+                && p.makers.contains(&caller)
+                && match file {
+                    Some(f) => !p.files.contains(&f),
+                    None => p.parent_link.is_none(),
+                }
+        })
+    }
+
     fn is_completed(&self, id: &ImageId) -> bool {
         lock(&self.pending_images)
             .get(id)
@@ -190,7 +229,7 @@ impl RegistryFs {
             Node::Image(id) | Node::ImageFile(id, _) | Node::ParentLink(id) => id,
             _ => return None,
         };
-        if !self.pending_image(id) {
+        if !self.pending_incomplete(id) {
             return None;
         }
         let pending = lock(&self.pending_images);
@@ -244,12 +283,14 @@ impl RegistryFs {
     }
 
     /// `mkdir images/<id>`: starts a push (EEXIST for an image the registry already has).
-    pub(super) async fn mkdir_image(&self, id: &ImageId) -> Result<Entry> {
+    pub(super) async fn mkdir_image(&self, id: &ImageId, maker: Option<u32>) -> Result<Entry> {
         self.check_writable()?;
         if self.pending_image(id) || self.image(id).await.is_ok() {
             return Err(FsError::Exists);
         }
-        lock(&self.pending_images).insert(id.clone(), PendingImage::default());
+        let mut pending = PendingImage::default();
+        pending.makers.extend(maker);
+        lock(&self.pending_images).insert(id.clone(), pending);
         let node = Node::Image(id.clone());
         let ino = self.inodes.lookup(&node);
         self.stat(&node, ino).await
@@ -765,6 +806,12 @@ impl RegistryFs {
                 }
                 drop(pending);
                 self.images.remove(id);
+                self.ancestry.remove(id);
+                let mut pushed = lock(&self.pushed);
+                if pushed.len() >= MAX_PUSHED_LISTED {
+                    pushed.pop_front();
+                }
+                pushed.push_back(id.clone());
             }
             Err(e) => {
                 // Recorded as the refusal of the close that reports it.
@@ -820,6 +867,44 @@ impl RegistryFs {
         }
     }
 
+    /// `symlink repositories/<ns>/<repo>/images/<id> -> ../../../../images/<id>`, as `cp -r`
+    /// of a repository makes it: adds a complete image to the repository's image list.
+    async fn link_repo_image(
+        &self,
+        repo: &crate::names::RepoRef,
+        name: &str,
+        target: &str,
+    ) -> Result<Entry> {
+        self.check_writable()?;
+        let node = Node::RepoImages(repo.clone())
+            .child(name)
+            .ok_or(FsError::Invalid("not an image id"))?;
+        let Node::RepoImageLink(_, id) = &node else {
+            return Err(FsError::Invalid("not an image id"));
+        };
+        if target != super::link_target(&node) {
+            return Err(FsError::Invalid(
+                "an image link points to ../../../../images/<the same id>",
+            ));
+        }
+        match self.image(id).await {
+            Err(FsError::NotFound) => {
+                return Err(FsError::InvalidContent(format!(
+                    "no complete image {id} on the registry"
+                )));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        self.repo_tags(repo).await?;
+        self.client
+            .add_repo_images(repo, std::slice::from_ref(id))
+            .await?;
+        self.repo_images.remove(repo);
+        let ino = self.inodes.lookup(&node);
+        self.stat(&node, ino).await
+    }
+
     /// `symlink images/<id>/parent -> ../<parent>`: accepted when it matches the json.
     pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Entry> {
         let result = self.symlink_inner(parent, name, target).await;
@@ -828,6 +913,9 @@ impl RegistryFs {
 
     async fn symlink_inner(&self, parent: u64, name: &str, target: &str) -> Result<Entry> {
         let dir = self.node(parent)?;
+        if let Node::RepoImages(repo) = &dir {
+            return self.link_repo_image(repo, name, target).await;
+        }
         let Node::Image(id) = &dir else {
             return Err(FsError::NotPermitted("symlinks cannot be made here"));
         };

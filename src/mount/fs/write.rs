@@ -13,6 +13,9 @@
 //! Refusals known up front come from `open`/`creat`/`mkdir` themselves: a read-only mount
 //! (EROFS), no credentials (EACCES), immutable image content (EPERM).
 
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 
 use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
@@ -21,6 +24,19 @@ use crate::names::{ImageId, RepoRef, Tag};
 
 /// Largest content accepted for a tag file; a tag holds one id.
 const MAX_TAG_FILE: usize = 4096;
+/// How long a repository made with `mkdir` stays empty to its maker (see
+/// [`RegistryFs::lookup_by`]), unless it makes `tags/` and `images/` sooner.
+const FRESH_REPO_GRACE: Duration = Duration::from_secs(30);
+
+/// A repository just made through the mount.
+#[derive(Debug)]
+pub struct FreshRepo {
+    /// The thread that made it.
+    maker: u32,
+    at: Instant,
+    /// Which of `tags` and `images` its maker has not made yet.
+    unmade: BTreeSet<&'static str>,
+}
 
 /// A tag being written.
 #[derive(Debug)]
@@ -322,8 +338,12 @@ impl RegistryFs {
     /// Records which process opened `fh`, so that [`RegistryFs::flush_from`] can tell its
     /// closes from those of other processes.
     pub fn set_owner(&self, fh: u64, process: u32) {
-        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+        let image = lock(&self.handles).get_mut(&fh).and_then(|h| {
             h.owner = Some(process);
+            h.image_write.as_ref().map(|w| w.id.clone())
+        });
+        if let Some(id) = image {
+            self.add_image_maker(&id, process);
         }
     }
 
@@ -431,11 +451,33 @@ impl RegistryFs {
 
     /// `mkdir`: a namespace (local until it holds a repository) or a repository.
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Entry> {
-        let result = self.mkdir_inner(parent, name).await;
+        self.mkdir_by(parent, name, None).await
+    }
+
+    /// `mkdir` on behalf of thread `caller`, who then sees what it made empty for a while
+    /// (see [`RegistryFs::lookup_by`]). `tags` and `images` of a repository are accepted
+    /// when it exists: they are what `cp -r` makes in a repository it just made.
+    pub async fn mkdir_by(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<Entry> {
+        let result = self.mkdir_inner(parent, name, caller).await;
         self.outcome("mkdir", || self.name_path(parent, name), result)
     }
 
-    async fn mkdir_inner(&self, parent: u64, name: &str) -> Result<Entry> {
+    /// Whether `node` is, to thread `caller`, not there yet: the `tags/` or `images/` of a
+    /// repository it just made, or a file it has not written of an image it just pushed.
+    pub(super) fn fresh_to(&self, node: &Node, caller: u32) -> bool {
+        let (repo, name) = match node {
+            Node::Tags(r) => (r, "tags"),
+            Node::RepoImages(r) => (r, "images"),
+            _ => return self.unwritten_to(node, caller),
+        };
+        let mut fresh = lock(&self.fresh_repos);
+        fresh.retain(|_, f| f.at.elapsed() < FRESH_REPO_GRACE && !f.unmade.is_empty());
+        fresh
+            .get(repo)
+            .is_some_and(|f| f.maker == caller && f.unmade.contains(name))
+    }
+
+    async fn mkdir_inner(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<Entry> {
         let parent = self.node(parent)?;
         self.check_writable()?;
         let node = match &parent {
@@ -446,7 +488,18 @@ impl RegistryFs {
                 let Some(Node::Image(id)) = parent.child(name) else {
                     return Err(FsError::Invalid("not an image id"));
                 };
-                return self.mkdir_image(&id).await;
+                return self.mkdir_image(&id, caller).await;
+            }
+            Node::Repo(repo) => {
+                let node = parent
+                    .child(name)
+                    .ok_or(FsError::NotPermitted("a repository holds tags and images"))?;
+                self.repo_tags(repo).await?;
+                if let Some(f) = lock(&self.fresh_repos).get_mut(repo) {
+                    f.unmade.remove(name);
+                }
+                let ino = self.inodes.lookup(&node);
+                return self.stat(&node, ino).await;
             }
             _ => return Err(FsError::NotPermitted("directories cannot be made here")),
         };
@@ -462,6 +515,16 @@ impl RegistryFs {
                 self.repos.remove(&());
                 self.invalidate_repo(repo);
                 lock(&self.pending_namespaces).remove(&repo.namespace);
+                if let Some(maker) = caller {
+                    lock(&self.fresh_repos).insert(
+                        repo.clone(),
+                        FreshRepo {
+                            maker,
+                            at: Instant::now(),
+                            unmade: BTreeSet::from(["tags", "images"]),
+                        },
+                    );
+                }
             }
             _ => return Err(FsError::Invalid("unexpected directory")),
         }
