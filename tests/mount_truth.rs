@@ -414,3 +414,64 @@ async fn the_mounts_own_push_and_tag_show_at_once_in_every_file_they_change() {
     .await
     .unwrap();
 }
+
+/// A tmpfs of `size`, mounted on a temporary directory, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_spool_fails_the_layer_write_with_enospc() {
+    let spool = Tmpfs::new("1m");
+    let config = FsConfig {
+        spool_dir: Some(spool.0.path().to_path_buf()),
+        ..FsConfig::default()
+    };
+    let (server, _base, m) = setup(config).await;
+    let image = Image::new("truth-full-spool", 4 * 1024 * 1024);
+    let img = image.clone();
+    let m = tokio::task::spawn_blocking(move || {
+        let dir = m.path().to_path_buf();
+        let big = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(big.path(), &img.layer).unwrap();
+        let big = big.path().to_str().unwrap().to_string();
+        let vars = [("ID", img.id.as_str()), ("BIG", big.as_str())];
+        // Layer first: it is spooled until the json comes, and the spool is full.
+        refused(
+            &dir,
+            r#"mkdir "$M/images/$ID" && cp "$BIG" "$M/images/$ID/layer""#,
+            &vars,
+            "No space left on device",
+        );
+        assert_eq!(fine(&dir, r#"ls -A "$M/images/$ID""#, &vars), "");
+        let errors = fine(&dir, r#"cat "$M/.regfs/errors""#, &vars);
+        assert!(errors.contains("spooling the layer"), "{errors}");
+        m
+    })
+    .await
+    .unwrap();
+    let r = server
+        .client()
+        .get(&format!("/v1/images/{}/layer", image.id), &Auth::None)
+        .await;
+    assert_eq!(r.status, 404);
+    tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
+    drop(spool);
+}
