@@ -475,3 +475,76 @@ async fn a_full_spool_fails_the_layer_write_with_enospc() {
     tokio::task::spawn_blocking(move || drop(m)).await.unwrap();
     drop(spool);
 }
+
+/// Through the real daemon: a refusal is one warn line naming the operation, the path and the
+/// reason, and a layer spooled under a full `TMPDIR` is ENOSPC.
+#[test]
+fn the_daemon_logs_each_refusal_once_and_spools_under_tmpdir() {
+    use crate::common::process::MountProcess;
+    let spool = Tmpfs::new("1m");
+    let tmpdir = spool.0.path().to_str().unwrap().to_string();
+    let mut m = MountProcess::start(
+        &[
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-user",
+            "admin",
+            "--admin-password",
+            "truth-admin-password",
+        ],
+        &[("TMPDIR", tmpdir.as_str())],
+    );
+    m.wait_ready();
+    let dir = m.path("");
+    let image = Image::new("truth-daemon", 4 * 1024 * 1024);
+    let big = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+    std::fs::write(big.path(), &image.layer).unwrap();
+    let big_path = big.path().to_str().unwrap().to_string();
+    let vars = [("ID", image.id.as_str()), ("BIG", big_path.as_str())];
+    refused(
+        &dir,
+        r#"mkdir "$M/images/$ID" && echo not-json > "$M/images/$ID/json""#,
+        &vars,
+        "Invalid argument",
+    );
+    refused(
+        &dir,
+        r#"cp "$BIG" "$M/images/$ID/layer""#,
+        &vars,
+        "Invalid argument",
+    );
+    let other = Image::new("truth-daemon-spool", 10);
+    let vars = [("ID", other.id.as_str()), ("BIG", big_path.as_str())];
+    refused(
+        &dir,
+        r#"mkdir "$M/images/$ID" && cp "$BIG" "$M/images/$ID/layer""#,
+        &vars,
+        "No space left on device",
+    );
+    let errors = fine(&dir, r#"cat "$M/.regfs/errors""#, &vars);
+    assert_eq!(errors.lines().count(), 3, "{errors}");
+    m.stop();
+    let log = m.log();
+    let json_path = format!("images/{}/json", image.id);
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(&json_path))
+        .collect();
+    assert_eq!(
+        warned.len(),
+        1,
+        "one warn line for the refused json:\n{log}"
+    );
+    assert!(
+        warned[0].contains("write") && warned[0].contains("not a JSON object"),
+        "{}",
+        warned[0]
+    );
+    let spool_warnings = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("spooling the layer"))
+        .count();
+    assert_eq!(spool_warnings, 1, "{log}");
+    drop(spool);
+}
