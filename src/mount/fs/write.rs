@@ -516,7 +516,10 @@ impl RegistryFs {
                 self.invalidate_repo(repo);
                 lock(&self.pending_namespaces).remove(&repo.namespace);
                 if let Some(maker) = caller {
-                    lock(&self.fresh_repos).insert(
+                    let mut fresh = lock(&self.fresh_repos);
+                    // Bounded by what is recent: the expired go whenever one is added.
+                    fresh.retain(|_, f| f.at.elapsed() < FRESH_REPO_GRACE && !f.unmade.is_empty());
+                    fresh.insert(
                         repo.clone(),
                         FreshRepo {
                             maker,
