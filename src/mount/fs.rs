@@ -1,6 +1,10 @@
 //! The filesystem logic, with no FUSE types: lookup, getattr, readdir, readlink, open, read,
 //! release over the registry client. The FUSE adapter (`fuse.rs`) only translates; everything
 //! here is tested without a kernel mount.
+//!
+//! Every failed change is recorded once here, with the operation and the mount-relative path:
+//! logged at warn, and kept (the last `MAX_REFUSALS`) for `.regfs/errors`, a read-only file in
+//! a control directory that listings of the root leave out.
 
 use crate::mount::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

@@ -1,10 +1,15 @@
 //! Pushing images through the mount: `mkdir images/<id>`, then `json` and `layer` in either
 //! order (or `cp -r` of an image directory exported by another mount).
 //!
-//! - The json is collected in memory (at most 1 MiB) and sent on close.
+//! - The json is collected in memory (at most 1 MiB) and sent on close. It is judged as it
+//!   arrives: bytes that can never become a JSON object fail their `write`, and the write that
+//!   completes the document checks it names this image and a parent that exists, so a shell's
+//!   `echo ... > json` sees the refusal. A refused json leaves no trace, and a layer written
+//!   after it is refused at `open` (the push could never complete) until a json is accepted.
 //! - A layer written after the json is streamed to the registry while it is written, through a
 //!   small bounded queue (so memory stays flat whatever the layer's size); a layer written first
-//!   is spooled to an unnamed temporary file (never to memory) and sent when the json closes.
+//!   is spooled to an unnamed temporary file (never to memory; under `spool_dir`, else
+//!   `TMPDIR`) and sent when the json closes. A full spool disk is ENOSPC at that write.
 //! - The payload checksum, `sha256(json + "\n" + layer)`, is computed on the way; the close (or
 //!   fsync) of the file that completes the image sends it, and its result is that call's
 //!   result. Until then the registry never serves the image.

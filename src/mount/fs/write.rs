@@ -10,8 +10,15 @@
 //!   under `images/` of a repository and `rmdir` of the emptied `tags/` and `images/` are
 //!   accepted with no registry effect, so `rm -r` of a repository works and exits 0.
 //!
+//! - `cp -r` of a repository works: its maker sees a repository it just made empty until it
+//!   makes `tags/` and `images/` (see [`RegistryFs::lookup_by`]), and an `images/<id>` link
+//!   made in it adds a complete image to its image list.
+//!
 //! Refusals known up front come from `open`/`creat`/`mkdir` themselves: a read-only mount
-//! (EROFS), no credentials (EACCES), immutable image content (EPERM).
+//! (EROFS), no credentials (EACCES), immutable image content (EPERM). Tag content is judged at
+//! each `write` (shells ignore errors from `close`): bytes that can never become an id, and a
+//! whole id of no complete image, fail that write. Every refusal is recorded once, with its
+//! path (see `RegistryFs::refused`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
