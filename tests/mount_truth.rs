@@ -294,6 +294,12 @@ async fn cp_r_copies_a_repository_with_its_tags_within_one_mount() {
             tags.split_whitespace().collect::<Vec<_>>(),
             ["latest", "old"]
         );
+        // Copying again over the existing copy (cp unlinks each link and makes it again).
+        fine(
+            &dir,
+            r#"cp -r "$M/repositories/library/src/." "$M/repositories/library/copy/""#,
+            &[],
+        );
         drop(m);
     })
     .await

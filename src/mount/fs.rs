@@ -202,6 +202,10 @@ pub struct RegistryFs {
     /// Repositories just made with `mkdir`, which their maker sees empty (see
     /// [`RegistryFs::lookup_by`]).
     fresh_repos: Mutex<HashMap<RepoRef, write::FreshRepo>>,
+    /// Image links of repositories just unlinked (which only hides them: image lists only
+    /// grow), with the thread that did and when: to it alone they are gone for a while, so
+    /// `cp -r` over an existing copy can make them again.
+    unlinked_links: Mutex<HashMap<(RepoRef, ImageId), (u32, std::time::Instant)>>,
     /// Images whose push through this mount completed (the latest, bounded): `ls images`
     /// keeps listing them.
     pushed: Mutex<VecDeque<ImageId>>,
@@ -290,6 +294,7 @@ impl RegistryFs {
             dirs: Mutex::new(HashMap::new()),
             refusals: Mutex::new(VecDeque::new()),
             fresh_repos: Mutex::new(HashMap::new()),
+            unlinked_links: Mutex::new(HashMap::new()),
             pushed: Mutex::new(VecDeque::new()),
             next_fh: AtomicU64::new(1),
             config,

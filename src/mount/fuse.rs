@@ -504,12 +504,13 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_owned();
+        let caller = req.pid();
         run_empty(&self.rt, "unlink", reply, async move {
-            fs.unlink(parent.0, &utf8(&name).map_err(|_| FsError::NotFound)?)
-                .await
+            let name = utf8(&name).map_err(|_| FsError::NotFound)?;
+            fs.unlink_by(parent.0, &name, Some(caller)).await
         });
     }
 

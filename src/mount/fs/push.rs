@@ -906,6 +906,7 @@ impl RegistryFs {
             .add_repo_images(repo, std::slice::from_ref(id))
             .await?;
         self.repo_images.remove(repo);
+        lock(&self.unlinked_links).remove(&(repo.clone(), id.clone()));
         let ino = self.inodes.lookup(&node);
         self.stat(&node, ino).await
     }

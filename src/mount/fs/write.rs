@@ -34,6 +34,8 @@ const MAX_TAG_FILE: usize = 4096;
 /// How long a repository made with `mkdir` stays empty to its maker (see
 /// [`RegistryFs::lookup_by`]), unless it makes `tags/` and `images/` sooner.
 const FRESH_REPO_GRACE: Duration = Duration::from_secs(30);
+/// How long an unlinked image link of a repository stays gone to the thread that unlinked it.
+const UNLINKED_GRACE: Duration = Duration::from_secs(10);
 
 /// A repository just made through the mount.
 #[derive(Debug)]
@@ -475,6 +477,12 @@ impl RegistryFs {
         let (repo, name) = match node {
             Node::Tags(r) => (r, "tags"),
             Node::RepoImages(r) => (r, "images"),
+            Node::RepoImageLink(r, id) => {
+                let key = (r.clone(), id.clone());
+                return lock(&self.unlinked_links)
+                    .get(&key)
+                    .is_some_and(|(by, at)| *by == caller && at.elapsed() < UNLINKED_GRACE);
+            }
             _ => return self.unwritten_to(node, caller),
         };
         let mut fresh = lock(&self.fresh_repos);
@@ -545,11 +553,18 @@ impl RegistryFs {
     /// `unlink`: deletes a tag; entries of a repository's image list go quietly (lists only
     /// grow); image files are immutable.
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
-        let result = self.unlink_inner(parent, name).await;
+        self.unlink_by(parent, name, None).await
+    }
+
+    /// `unlink` on behalf of thread `caller`: an image link it unlinks is gone to it for a
+    /// while, so `cp -r` over an existing copy (which unlinks a link before making it again)
+    /// can make it again.
+    pub async fn unlink_by(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<()> {
+        let result = self.unlink_inner(parent, name, caller).await;
         self.outcome("unlink", || self.name_path(parent, name), result)
     }
 
-    async fn unlink_inner(&self, parent: u64, name: &str) -> Result<()> {
+    async fn unlink_inner(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<()> {
         let parent = self.node(parent)?;
         let node = parent.child(name).ok_or(FsError::NotFound)?;
         if self.config.read_only {
@@ -562,8 +577,13 @@ impl RegistryFs {
                 self.invalidate_repo(repo);
                 result.map_err(FsError::from)
             }
-            Node::RepoImageLink(..) => {
+            Node::RepoImageLink(repo, id) => {
                 self.stat(&node, 0).await?;
+                if let Some(caller) = caller {
+                    let mut unlinked = lock(&self.unlinked_links);
+                    unlinked.retain(|_, (_, at)| at.elapsed() < UNLINKED_GRACE);
+                    unlinked.insert((repo.clone(), id.clone()), (caller, Instant::now()));
+                }
                 Ok(())
             }
             Node::ImageFile(..) | Node::ParentLink(_) => {
