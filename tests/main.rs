@@ -57,6 +57,11 @@ mod mount_process;
 #[cfg(feature = "fuse-tests")]
 mod mount_write;
 
+/// The mount tells the truth through the shell: refusals at `write`, `.regfs/errors`,
+/// `cp -r` of repositories, its own pushes visible at once, ENOSPC from a full spool.
+#[cfg(feature = "fuse-tests")]
+mod mount_truth;
+
 /// `kill -9` of the server under a live `regfs mount` daemon: reads, pushes, a clean stop.
 #[cfg(feature = "fuse-tests")]
 mod mount_faults;

@@ -181,6 +181,8 @@ fn embedded_default_prints_its_url_and_mounts_what_is_pushed() {
 
     // The mount acts as the embedded registry's admin: it may change library/*.
     std::fs::create_dir(m.path("repositories/library/made")).unwrap();
+    // Empty to the thread that made it (as `cp -r` expects) until it makes `tags/`.
+    std::fs::create_dir(m.path("repositories/library/made/tags")).unwrap();
     std::fs::write(
         m.path("repositories/library/made/tags/v1"),
         format!("{}\n", base.id),

@@ -47,7 +47,8 @@ async fn mkdir_tag_copy_move_remove_and_rm_r_reach_the_registry() {
     let (child_id, base_id) = (child.id.clone(), base.id.clone());
     let m = tokio::task::spawn_blocking(move || {
         let repo = m.join("repositories/writer/app");
-        std::fs::create_dir_all(&repo).unwrap();
+        // A repository this thread just made is empty to it until it makes `tags/`.
+        std::fs::create_dir_all(repo.join("tags")).unwrap();
         std::fs::write(repo.join("tags/latest"), format!("{child_id}\n")).unwrap();
         std::fs::write(repo.join("tags/quoted"), format!("\"{base_id}\"")).unwrap();
         assert_eq!(
@@ -107,15 +108,15 @@ async fn bad_writes_fail_where_programs_see_them() {
     let child_id = child.id.clone();
     let m = tokio::task::spawn_blocking(move || {
         let repo = m.join("repositories/writer/errs");
-        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::create_dir_all(repo.join("tags")).unwrap();
         // Not an id: refused at write.
         let e = std::fs::write(repo.join("tags/bad"), "garbage\n").unwrap_err();
         assert_eq!(errno(e), libc::EINVAL);
-        // A valid-looking id of no image: refused when committed (fsync here; close too,
-        // but std does not report errors from close).
+        // A valid-looking id of no image: refused at the write that completes the id, and
+        // again at fsync (close too, but std does not report errors from close).
         let mut f = std::fs::File::create(repo.join("tags/ghost")).unwrap();
-        std::io::Write::write_all(&mut f, "f".repeat(64).as_bytes()).unwrap();
-        assert_eq!(errno(f.sync_all().unwrap_err()), libc::EINVAL);
+        let e = std::io::Write::write_all(&mut f, "f".repeat(64).as_bytes()).unwrap_err();
+        assert_eq!(errno(e), libc::EINVAL);
         drop(f);
         // Invalid names.
         let e = std::fs::write(repo.join("tags/-bad"), &child_id).unwrap_err();
@@ -243,7 +244,7 @@ async fn images_push_through_the_mount_in_either_order_and_pull_over_http() {
         write_and_fsync(&dir.join("layer"), &b.layer).unwrap();
         write_and_fsync(&dir.join("json"), &b.json).unwrap();
         // Tag it, as a user would, and the repository becomes pullable.
-        std::fs::create_dir_all(m.join("repositories/library/pushed")).unwrap();
+        std::fs::create_dir_all(m.join("repositories/library/pushed/tags")).unwrap();
         write_and_fsync(
             &m.join("repositories/library/pushed/tags/latest"),
             format!("{}\n", b.id).as_bytes(),

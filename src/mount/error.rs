@@ -1,5 +1,7 @@
 //! Filesystem errors and the one mapping to errno (MOUNT.md, "Errors").
 
+use std::sync::Arc;
+
 use crate::client::ClientError;
 
 /// Why a filesystem operation failed.
@@ -17,6 +19,19 @@ pub enum FsError {
     NotPermitted(&'static str),
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// Invalid content, with a reason that names what is wrong (an id, a parent).
+    #[error("invalid argument: {0}")]
+    InvalidContent(String),
+    /// A local file the mount writes (the spool of a layer written before its json) failed.
+    #[error("local disk: {context}: {source}")]
+    Disk {
+        context: &'static str,
+        source: Arc<std::io::Error>,
+    },
+    /// A refusal already recorded (see `RegistryFs::refusals`) and logged, with the
+    /// mount-relative path it concerned.
+    #[error("{path}: {source}")]
+    At { path: String, source: Box<FsError> },
     #[error("bad file handle")]
     BadHandle,
     #[error("already exists")]
@@ -38,7 +53,13 @@ impl FsError {
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
             FsError::NotPermitted(_) => libc::EPERM,
-            FsError::Invalid(_) => libc::EINVAL,
+            FsError::Invalid(_) | FsError::InvalidContent(_) => libc::EINVAL,
+            // A full disk is what the writer must hear about; anything else is an I/O error.
+            FsError::Disk { source, .. } => match source.raw_os_error() {
+                Some(e @ (libc::ENOSPC | libc::EDQUOT)) => e,
+                _ => libc::EIO,
+            },
+            FsError::At { source, .. } => source.errno(),
             FsError::BadHandle => libc::EBADF,
             FsError::Exists => libc::EEXIST,
             FsError::NotEmpty => libc::ENOTEMPTY,
@@ -58,12 +79,29 @@ impl FsError {
         }
     }
 
-    /// Whether this failure is expected in normal use (not worth more than a debug line).
+    /// Whether the adapter need not log this failure above debug: it is expected in normal
+    /// use, or it was already logged, with its path, where it was refused.
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
-            FsError::NotFound | FsError::Registry(ClientError::NotFound)
+            FsError::NotFound | FsError::Registry(ClientError::NotFound) | FsError::At { .. }
         )
+    }
+
+    /// A local disk failure, keeping its cause.
+    pub fn disk(context: &'static str, e: std::io::Error) -> Self {
+        FsError::Disk {
+            context,
+            source: Arc::new(e),
+        }
+    }
+
+    /// The failure itself, without the path a refusal adds.
+    pub fn cause(&self) -> &FsError {
+        match self {
+            FsError::At { source, .. } => source.cause(),
+            other => other,
+        }
     }
 }
 
@@ -102,5 +140,33 @@ mod tests {
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
         assert_eq!(FsError::NotPermitted("x").errno(), libc::EPERM);
         assert_eq!(FsError::Invalid("x").errno(), libc::EINVAL);
+        assert_eq!(FsError::InvalidContent("x".into()).errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn a_full_disk_is_enospc_and_other_disk_failures_eio() {
+        let full = FsError::disk("spool", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(full.errno(), libc::ENOSPC);
+        let quota = FsError::disk("spool", std::io::Error::from_raw_os_error(libc::EDQUOT));
+        assert_eq!(quota.errno(), libc::EDQUOT);
+        let broken = FsError::disk("spool", std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(broken.errno(), libc::EIO);
+        let other = FsError::disk("spool", std::io::Error::other("odd"));
+        assert_eq!(other.errno(), libc::EIO);
+    }
+
+    #[test]
+    fn a_recorded_refusal_keeps_its_errno_and_is_not_logged_again() {
+        let e = FsError::At {
+            path: "images/x/json".into(),
+            source: Box::new(FsError::Invalid("json is not valid JSON")),
+        };
+        assert_eq!(e.errno(), libc::EINVAL);
+        assert!(e.is_routine());
+        assert_eq!(
+            e.to_string(),
+            "images/x/json: invalid argument: json is not valid JSON"
+        );
+        assert!(matches!(e.cause(), FsError::Invalid(_)));
     }
 }

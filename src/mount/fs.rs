@@ -1,9 +1,13 @@
 //! The filesystem logic, with no FUSE types: lookup, getattr, readdir, readlink, open, read,
 //! release over the registry client. The FUSE adapter (`fuse.rs`) only translates; everything
 //! here is tested without a kernel mount.
+//!
+//! Every failed change is recorded once here, with the operation and the mount-relative path:
+//! logged at warn, and kept (the last `MAX_REFUSALS`) for `.regfs/errors`, a read-only file in
+//! a control directory that listings of the root leave out.
 
 use crate::mount::lock;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,7 @@ use super::cache::{BlockCache, Clock, TtlMap};
 use super::disk_cache::{DiskCache, DiskCacheError};
 use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
-use super::tree::{ImageFile, Kind, Node};
+use super::tree::{self, ImageFile, Kind, Node, child_path};
 
 mod passthrough;
 mod push;
@@ -34,6 +38,8 @@ const MAX_WINDOW: u64 = 64 * 1024 * 1024;
 /// How far a read may land from where the last one ended and still count as sequential: the
 /// kernel's readahead arrives out of order across FUSE threads.
 const REORDER_SLACK: u64 = 8 * 1024 * 1024;
+/// Refusals kept for `.regfs/errors`.
+const MAX_REFUSALS: usize = 100;
 
 pub type Result<T, E = FsError> = std::result::Result<T, E>;
 
@@ -58,6 +64,9 @@ pub struct FsConfig {
     pub gid: u32,
     /// Refuse every change with EROFS.
     pub read_only: bool,
+    /// Where a layer written before its json is spooled; the system's temporary directory
+    /// (`TMPDIR`) when `None`.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for FsConfig {
@@ -73,6 +82,7 @@ impl Default for FsConfig {
             uid: 0,
             gid: 0,
             read_only: false,
+            spool_dir: None,
         }
     }
 }
@@ -189,7 +199,28 @@ pub struct RegistryFs {
     completing: Arc<tokio::sync::Semaphore>,
     /// Open directories: the listing taken at `opendir`, served page by page to `readdir`.
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
+    /// The last refusals, oldest first: what `.regfs/errors` shows.
+    refusals: Mutex<VecDeque<Refusal>>,
+    /// Repositories just made with `mkdir`, which their maker sees empty (see
+    /// [`RegistryFs::lookup_by`]).
+    fresh_repos: Mutex<HashMap<RepoRef, write::FreshRepo>>,
+    /// Image links of repositories just unlinked (which only hides them: image lists only
+    /// grow), with the thread that did and when: to it alone they are gone for a while, so
+    /// `cp -r` over an existing copy can make them again.
+    unlinked_links: Mutex<HashMap<(RepoRef, ImageId), (u32, std::time::Instant)>>,
+    /// Images whose push through this mount completed (the latest, bounded): `ls images`
+    /// keeps listing them.
+    pushed: Mutex<VecDeque<ImageId>>,
     next_fh: AtomicU64,
+}
+
+/// A change the mount refused, as `.regfs/errors` lists it.
+#[derive(Debug, Clone)]
+struct Refusal {
+    at: SystemTime,
+    op: &'static str,
+    path: String,
+    reason: String,
 }
 
 /// A directory's entries as of `opendir`, with the directory's own attributes.
@@ -269,6 +300,10 @@ impl RegistryFs {
             read_requests: AtomicU64::new(0),
             completing: Arc::new(tokio::sync::Semaphore::new(1)),
             dirs: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(VecDeque::new()),
+            fresh_repos: Mutex::new(HashMap::new()),
+            unlinked_links: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(VecDeque::new()),
             next_fh: AtomicU64::new(1),
             config,
         }
@@ -288,6 +323,84 @@ impl RegistryFs {
 
     fn node(&self, ino: u64) -> Result<Node> {
         self.inodes.node(ino).ok_or(FsError::NotFound)
+    }
+
+    // ----- refusals: logged once, kept for `.regfs/errors` -----
+
+    /// Records a failed change of `op` on `path` (logged at warn, kept for `.regfs/errors`)
+    /// and returns it carrying the path, so the adapter does not log it again. Routine
+    /// failures (a name that does not exist) and failures already recorded pass unchanged.
+    fn refused(&self, op: &'static str, path: impl FnOnce() -> String, e: FsError) -> FsError {
+        if e.is_routine() {
+            return e;
+        }
+        let path = path();
+        let reason = e.to_string();
+        tracing::warn!(op, path = %path, reason = %reason, "refused");
+        let mut refusals = lock(&self.refusals);
+        if refusals.len() >= MAX_REFUSALS {
+            refusals.pop_front();
+        }
+        refusals.push_back(Refusal {
+            at: SystemTime::now(),
+            op,
+            path: path.clone(),
+            reason,
+        });
+        FsError::At {
+            path,
+            source: Box::new(e),
+        }
+    }
+
+    /// `result`, with a failure recorded as a refusal of `op` on `path`.
+    fn outcome<T>(
+        &self,
+        op: &'static str,
+        path: impl FnOnce() -> String,
+        result: Result<T>,
+    ) -> Result<T> {
+        result.map_err(|e| self.refused(op, path, e))
+    }
+
+    /// The mount-relative path of an inode, for refusals.
+    fn ino_path(&self, ino: u64) -> String {
+        self.inodes
+            .node(ino)
+            .map_or_else(|| format!("(inode {ino})"), |n| n.path())
+    }
+
+    /// The mount-relative path of `name` in directory `parent`, for refusals.
+    fn name_path(&self, parent: u64, name: &str) -> String {
+        self.inodes.node(parent).map_or_else(
+            || format!("(inode {parent})/{name}"),
+            |n| child_path(&n, name),
+        )
+    }
+
+    /// The mount-relative path of the file open as `fh`, for refusals.
+    fn fh_path(&self, fh: u64) -> String {
+        lock(&self.handles)
+            .get(&fh)
+            .map_or_else(|| format!("(handle {fh})"), |h| h.node.path())
+    }
+
+    /// `.regfs/errors`: one line per refusal, oldest first: time, operation, path, reason,
+    /// separated by tabs.
+    pub fn errors_text(&self) -> String {
+        lock(&self.refusals)
+            .iter()
+            .map(|r| {
+                let clean = |s: &str| s.replace(['\t', '\n'], " ");
+                format!(
+                    "{}\t{}\t{}\t{}\n",
+                    humantime::format_rfc3339_seconds(r.at),
+                    r.op,
+                    clean(&r.path),
+                    clean(&r.reason)
+                )
+            })
+            .collect()
     }
 
     // ----- registry facts, cached -----
@@ -399,9 +512,16 @@ impl RegistryFs {
             });
         }
         let (kind, size, mtime, ttl) = match node {
-            Node::Root | Node::Repos | Node::Images | Node::Search => {
+            Node::Root | Node::Repos | Node::Images | Node::Search | Node::Control => {
                 (Kind::Dir, 0, self.started, short)
             }
+            // Read fresh at every stat, so the kernel reads all of it.
+            Node::Errors => (
+                Kind::File,
+                self.errors_text().len() as u64,
+                SystemTime::now(),
+                Duration::ZERO,
+            ),
             Node::Namespace(ns) => {
                 let pending = lock(&self.pending_namespaces).contains(ns);
                 if !pending
@@ -564,11 +684,28 @@ impl RegistryFs {
 
     /// `lookup`: the child `name` of directory `parent`, counting a kernel reference.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
+        self.lookup_by(parent, name, None).await
+    }
+
+    /// `lookup` on behalf of thread `caller`, as the kernel names it. A directory a thread
+    /// just made is empty to that thread, as POSIX promises and `cp -r` (and Python's
+    /// `copytree`) count on when they go on to create its entries with `mkdir`, `O_EXCL` and
+    /// `symlink`, which the kernel refuses (EEXIST) without asking us once a lookup found
+    /// them: for a while, the maker of a repository does not find its `tags/` and `images/`
+    /// until it makes them, and the writer of an image does not find the files it has not
+    /// written (`ancestry`, `parent`) in the image it completed. Everyone else sees
+    /// everything at once.
+    pub async fn lookup_by(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<Entry> {
         let parent = self.node(parent)?;
         if parent.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }
         let node = parent.child(name).ok_or(FsError::NotFound)?;
+        if let Some(caller) = caller {
+            if self.fresh_to(&node, caller) {
+                return Err(FsError::NotFound);
+            }
+        }
         // Check existence before taking a reference, so a missing name allocates nothing.
         let entry = self.stat(&node, 0).await?;
         let ino = self.inodes.lookup(&node);
@@ -651,7 +788,9 @@ impl RegistryFs {
                 .into_iter()
                 .map(Node::Image)
                 .collect(),
-            Node::Image(id) if self.pending_image(id) => self.pending_files(id).unwrap_or_default(),
+            Node::Image(id) if self.pending_incomplete(id) => {
+                self.pending_files(id).unwrap_or_default()
+            }
             Node::Image(id) => {
                 let info = self.image(id).await?;
                 let mut out: Vec<Node> = ImageFile::ALL
@@ -665,6 +804,7 @@ impl RegistryFs {
             }
             // Search results exist only when looked up by term.
             Node::Search => Vec::new(),
+            Node::Control => vec![Node::Errors],
             _ => return Err(FsError::NotDir),
         };
         let entries: Vec<Option<DirEntry>> = futures::stream::iter(children)
@@ -738,8 +878,9 @@ impl RegistryFs {
                 known.extend(ancestry.iter().cloned());
             }
         }
-        // Images being pushed through this mount show too.
+        // Images being pushed through this mount show too, and those it pushed.
         known.extend(lock(&self.pending_images).keys().cloned());
+        known.extend(lock(&self.pushed).iter().cloned());
         Ok(known)
     }
 
@@ -766,7 +907,8 @@ impl RegistryFs {
             Kind::File => {}
         }
         if write {
-            return self.open_for_write(node, truncate).await;
+            let result = self.open_for_write(node, truncate).await;
+            return self.outcome("open", || self.ino_path(ino), result);
         }
         let content = match &node {
             Node::Tag(r, t) => {
@@ -781,6 +923,7 @@ impl RegistryFs {
                 Some(Bytes::from(text))
             }
             Node::SearchResult(term) => Some(self.search_content(term).await?),
+            Node::Errors => Some(Bytes::from(self.errors_text())),
             Node::ImageFile(id, ImageFile::Layer) => {
                 let size = self.image(id).await?.layer_size;
                 return Ok(self.open_layer(ino, node.clone(), id, size).await);
@@ -1020,5 +1163,7 @@ pub fn node_name(node: &Node) -> String {
         Node::ImageFile(_, f) => f.name().into(),
         Node::ParentLink(_) => "parent".into(),
         Node::SearchResult(term) => term.clone(),
+        Node::Control => tree::CONTROL_DIR.into(),
+        Node::Errors => "errors".into(),
     }
 }

@@ -221,13 +221,14 @@ impl fuser::Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let fs = self.fs.clone();
         let name = name.to_owned();
+        let caller = req.pid();
         run_entry(&self.rt, "lookup", reply, async move {
             // A name that is not UTF-8 cannot exist here.
             let name = utf8(&name).map_err(|_| FsError::NotFound)?;
-            fs.lookup(parent.0, &name).await
+            fs.lookup_by(parent.0, &name, Some(caller)).await
         });
     }
 
@@ -472,7 +473,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -481,8 +482,9 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let name = name.to_owned();
+        let caller = req.pid();
         run_entry(&self.rt, "mkdir", reply, async move {
-            fs.mkdir(parent.0, &utf8(&name)?).await
+            fs.mkdir_by(parent.0, &utf8(&name)?, Some(caller)).await
         });
     }
 
@@ -502,12 +504,13 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_owned();
+        let caller = req.pid();
         run_empty(&self.rt, "unlink", reply, async move {
-            fs.unlink(parent.0, &utf8(&name).map_err(|_| FsError::NotFound)?)
-                .await
+            let name = utf8(&name).map_err(|_| FsError::NotFound)?;
+            fs.unlink_by(parent.0, &name, Some(caller)).await
         });
     }
 

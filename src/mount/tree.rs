@@ -33,7 +33,14 @@ pub enum Node {
     Search,
     /// `search/<term>`
     SearchResult(String),
+    /// `.regfs/`: the mount's own control directory, hidden from listings of the root.
+    Control,
+    /// `.regfs/errors`: the last refusals, one line each.
+    Errors,
 }
+
+/// The name of the control directory at the root.
+pub const CONTROL_DIR: &str = ".regfs";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageFile {
@@ -68,7 +75,9 @@ const MAX_TERM: usize = 255;
 impl Node {
     pub fn kind(&self) -> Kind {
         match self {
-            Node::Tag(..) | Node::ImageFile(..) | Node::SearchResult(_) => Kind::File,
+            Node::Tag(..) | Node::ImageFile(..) | Node::SearchResult(_) | Node::Errors => {
+                Kind::File
+            }
             Node::RepoImageLink(..) | Node::ParentLink(_) => Kind::Symlink,
             _ => Kind::Dir,
         }
@@ -90,6 +99,11 @@ impl Node {
                 "repositories" => Node::Repos,
                 "images" => Node::Images,
                 "search" => Node::Search,
+                CONTROL_DIR => Node::Control,
+                _ => return None,
+            },
+            Node::Control => match name {
+                "errors" => Node::Errors,
                 _ => return None,
             },
             Node::Repos => Node::Namespace(name.parse().ok()?),
@@ -123,6 +137,41 @@ impl Node {
             }
             _ => return None,
         })
+    }
+}
+
+impl Node {
+    /// The node's path relative to the mountpoint ("" for the root), as logs and
+    /// `.regfs/errors` name it.
+    pub fn path(&self) -> String {
+        match self {
+            Node::Root => String::new(),
+            Node::Repos => "repositories".into(),
+            Node::Namespace(ns) => format!("repositories/{ns}"),
+            Node::Repo(r) => format!("repositories/{r}"),
+            Node::Tags(r) => format!("repositories/{r}/tags"),
+            Node::Tag(r, t) => format!("repositories/{r}/tags/{t}"),
+            Node::RepoImages(r) => format!("repositories/{r}/images"),
+            Node::RepoImageLink(r, id) => format!("repositories/{r}/images/{id}"),
+            Node::Images => "images".into(),
+            Node::Image(id) => format!("images/{id}"),
+            Node::ImageFile(id, f) => format!("images/{id}/{}", f.name()),
+            Node::ParentLink(id) => format!("images/{id}/parent"),
+            Node::Search => "search".into(),
+            Node::SearchResult(term) => format!("search/{term}"),
+            Node::Control => CONTROL_DIR.into(),
+            Node::Errors => format!("{CONTROL_DIR}/errors"),
+        }
+    }
+}
+
+/// The mount-relative path of `name` in directory `parent`, whether or not it is valid there.
+pub fn child_path(parent: &Node, name: &str) -> String {
+    let dir = parent.path();
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
     }
 }
 
@@ -179,8 +228,29 @@ mod tests {
             vec!["images", "0123456789abcdef"],
             vec!["images", id.as_str(), "other"],
             vec!["search", ".hidden"],
+            vec![".regfs", "other"],
+            vec!["images", ".regfs"],
         ] {
             assert_eq!(walk(&path), None, "{path:?}");
         }
+    }
+
+    #[test]
+    fn every_node_names_its_path_from_the_root() {
+        let id = "a".repeat(64);
+        for path in [
+            "repositories/alice/app/tags/v1",
+            "repositories/library/busybox/images",
+            &format!("repositories/alice/app/images/{id}"),
+            &format!("images/{id}/json"),
+            &format!("images/{id}/parent"),
+            "search/ubuntu",
+            ".regfs/errors",
+        ] {
+            let node = walk(&path.split('/').collect::<Vec<_>>()).unwrap();
+            assert_eq!(node.path(), path);
+        }
+        assert_eq!(child_path(&Node::Root, "x"), "x");
+        assert_eq!(child_path(&Node::Images, "x"), "images/x");
     }
 }

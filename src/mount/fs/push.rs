@@ -1,10 +1,15 @@
 //! Pushing images through the mount: `mkdir images/<id>`, then `json` and `layer` in either
 //! order (or `cp -r` of an image directory exported by another mount).
 //!
-//! - The json is collected in memory (at most 1 MiB) and sent on close.
+//! - The json is collected in memory (at most 1 MiB) and sent on close. It is judged as it
+//!   arrives: bytes that can never become a JSON object fail their `write`, and the write that
+//!   completes the document checks it names this image and a parent that exists, so a shell's
+//!   `echo ... > json` sees the refusal. A refused json leaves no trace, and a layer written
+//!   after it is refused at `open` (the push could never complete) until a json is accepted.
 //! - A layer written after the json is streamed to the registry while it is written, through a
 //!   small bounded queue (so memory stays flat whatever the layer's size); a layer written first
-//!   is spooled to an unnamed temporary file (never to memory) and sent when the json closes.
+//!   is spooled to an unnamed temporary file (never to memory; under `spool_dir`, else
+//!   `TMPDIR`) and sent when the json closes. A full spool disk is ENOSPC at that write.
 //! - The payload checksum, `sha256(json + "\n" + layer)`, is computed on the way; the close (or
 //!   fsync) of the file that completes the image sends it, and its result is that call's
 //!   result. Until then the registry never serves the image.
@@ -29,10 +34,12 @@ const MAX_SMALL_FILE: usize = 1024 * 1024;
 /// Chunks (one FUSE write each, 1 MiB at most) queued between `write` and the streaming
 /// upload: enough to ride out short upload stalls, bounded so memory stays flat.
 const STREAM_QUEUE: usize = 16;
-/// How long a just-completed image keeps showing only the files written to it, so a `cp -r`
-/// still copying `ancestry` and `parent` can create them (its `O_EXCL` opens would otherwise
-/// find them already there).
+/// How long a just-completed image keeps showing only the files written to it to those who
+/// wrote it, so a `cp -r` still copying `ancestry` and `parent` can create them (its `O_EXCL`
+/// opens would otherwise find them already there).
 const COMPLETED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Images pushed through this mount that `ls images` keeps listing.
+const MAX_PUSHED_LISTED: usize = 4096;
 
 /// An image being pushed through this mount.
 #[derive(Debug, Default)]
@@ -45,9 +52,16 @@ pub struct PendingImage {
     parent_link: Option<String>,
     /// An `ancestry` written before the json, checked when the json arrives.
     early_ancestry: Option<Vec<u8>>,
+    /// Why the last json written was refused, while no json has been accepted: a layer
+    /// written now could never complete the push.
+    json_refused: Option<String>,
     layer: LayerState,
     /// When the registry accepted the image (the push is over; see [`COMPLETED_GRACE`]).
     completed: Option<std::time::Instant>,
+    /// The threads and processes that made its directory or opened its files for writing:
+    /// to them alone, the completed image shows only the files written (see
+    /// [`RegistryFs::lookup_by`]).
+    makers: BTreeSet<u32>,
 }
 
 impl PendingImage {
@@ -98,13 +112,46 @@ impl LayerState {
 /// A file of an image opened for writing.
 #[derive(Debug)]
 pub struct ImageWrite {
-    id: ImageId,
-    file: ImageFile,
+    pub(super) id: ImageId,
+    pub(super) file: ImageFile,
     /// json and ancestry content.
     buf: Vec<u8>,
     done: bool,
-    /// A write failed: nothing of this file may be committed.
-    failed: bool,
+    /// A write failed (the refusal, as recorded): nothing of this file may be committed, and
+    /// its close reports the same.
+    pub(super) failed: Option<FsError>,
+    /// The json written so far is a whole document that passed the checks.
+    checked: bool,
+}
+
+/// How far the json written so far has come.
+#[derive(Debug)]
+enum JsonProgress {
+    /// A prefix of a JSON object: more may follow.
+    Partial,
+    /// A whole document.
+    Whole(serde_json::Value),
+    /// Nothing that follows can make it a JSON object.
+    Invalid(&'static str),
+}
+
+/// Judges json content written so far, so content that can never be valid is refused at
+/// the `write` that sends it.
+fn json_progress(buf: &[u8]) -> JsonProgress {
+    match buf
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        None => return JsonProgress::Partial,
+        Some(b'{') => {}
+        Some(_) => return JsonProgress::Invalid("json is not a JSON object"),
+    }
+    match serde_json::from_slice::<serde_json::Value>(buf) {
+        Ok(v) => JsonProgress::Whole(v),
+        // Cut short: the rest may still come.
+        Err(e) if e.is_eof() => JsonProgress::Partial,
+        Err(_) => JsonProgress::Invalid("json is not valid JSON"),
+    }
 }
 
 fn parse_json(json: &[u8]) -> Result<serde_json::Value> {
@@ -142,6 +189,39 @@ impl RegistryFs {
         pending.contains_key(id)
     }
 
+    /// Whether `id` is being pushed through this mount and not complete yet: its directory
+    /// shows what has been written.
+    pub(super) fn pending_incomplete(&self, id: &ImageId) -> bool {
+        self.pending_image(id) && !self.is_completed(id)
+    }
+
+    /// Records `who` as a writer of image `id`.
+    pub(super) fn add_image_maker(&self, id: &ImageId, who: u32) {
+        if let Some(p) = lock(&self.pending_images).get_mut(id) {
+            p.makers.insert(who);
+        }
+    }
+
+    /// Whether `node` is a file of an image `caller` just completed that it has not written.
+    pub(super) fn unwritten_to(&self, node: &Node, caller: u32) -> bool {
+        let (id, file) = match node {
+            Node::ImageFile(id, f) => (id, Some(*f)),
+            Node::ParentLink(id) => (id, None),
+            _ => return false,
+        };
+        if !self.pending_image(id) {
+            return false;
+        }
+        lock(&self.pending_images).get(id).is_some_and(|p| {
+            p.completed.is_some()
+                && p.makers.contains(&caller)
+                && match file {
+                    Some(f) => !p.files.contains(&f),
+                    None => p.parent_link.is_none(),
+                }
+        })
+    }
+
     fn is_completed(&self, id: &ImageId) -> bool {
         lock(&self.pending_images)
             .get(id)
@@ -154,7 +234,7 @@ impl RegistryFs {
             Node::Image(id) | Node::ImageFile(id, _) | Node::ParentLink(id) => id,
             _ => return None,
         };
-        if !self.pending_image(id) {
+        if !self.pending_incomplete(id) {
             return None;
         }
         let pending = lock(&self.pending_images);
@@ -208,12 +288,14 @@ impl RegistryFs {
     }
 
     /// `mkdir images/<id>`: starts a push (EEXIST for an image the registry already has).
-    pub(super) async fn mkdir_image(&self, id: &ImageId) -> Result<Entry> {
+    pub(super) async fn mkdir_image(&self, id: &ImageId, maker: Option<u32>) -> Result<Entry> {
         self.check_writable()?;
         if self.pending_image(id) || self.image(id).await.is_ok() {
             return Err(FsError::Exists);
         }
-        lock(&self.pending_images).insert(id.clone(), PendingImage::default());
+        let mut pending = PendingImage::default();
+        pending.makers.extend(maker);
+        lock(&self.pending_images).insert(id.clone(), pending);
         let node = Node::Image(id.clone());
         let ino = self.inodes.lookup(&node);
         self.stat(&node, ino).await
@@ -237,16 +319,18 @@ impl RegistryFs {
                 if p.layer.len().is_some() {
                     return Err(FsError::Invalid("the layer is already being written"));
                 }
+                if let (None, Some(why)) = (&p.json, &p.json_refused) {
+                    // Spooling it would end in a push that never completes.
+                    return Err(FsError::InvalidContent(format!(
+                        "the image's json was refused ({why}); write a valid json first"
+                    )));
+                }
                 p.json.clone()
             };
             let state = match json_known {
                 Some(json) => self.start_stream(id, &json),
                 None => LayerState::Spooled {
-                    file: tempfile::tempfile().map_err(|_| {
-                        FsError::Registry(ClientError::Protocol(
-                            "cannot create a spool file".into(),
-                        ))
-                    })?,
+                    file: self.spool_file()?,
                     len: 0,
                     closed: false,
                 },
@@ -264,7 +348,8 @@ impl RegistryFs {
             file,
             buf: Vec::new(),
             done: false,
-            failed: false,
+            failed: None,
+            checked: false,
         });
         let fh = self.add_handle(handle);
         Ok(Opened {
@@ -312,19 +397,113 @@ impl RegistryFs {
         }
     }
 
-    /// `write` to an image file: sequential only. A failed write poisons the file: its close
-    /// reports the failure and commits nothing.
+    /// `write` to an image file: sequential only. A json is judged as it arrives: content
+    /// that cannot become a JSON object is refused at once, and a whole document is checked
+    /// (its id, its parent) at the write that completes it. A failed write poisons the file
+    /// (see [`RegistryFs::write`]): its close reports the failure and commits nothing.
     pub(super) async fn write_image(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
-        let result = self.write_image_inner(fh, offset, data).await;
-        if result.is_err() {
+        let written = data.len() as u32;
+        let whole = {
+            let mut handles = lock(&self.handles);
+            let w = handles
+                .get_mut(&fh)
+                .and_then(|h| h.image_write.as_mut())
+                .ok_or(FsError::BadHandle)?;
+            if let Some(e) = &w.failed {
+                return Err(e.clone());
+            }
+            if w.file != ImageFile::Json || w.done {
+                None
+            } else {
+                if offset != w.buf.len() as u64 {
+                    return Err(FsError::Invalid("writes must be sequential"));
+                }
+                if w.buf.len() + data.len() > MAX_SMALL_FILE {
+                    return Err(FsError::Invalid("file too large"));
+                }
+                w.buf.extend_from_slice(&data);
+                match json_progress(&w.buf) {
+                    JsonProgress::Partial => {
+                        w.checked = false;
+                        return Ok(written);
+                    }
+                    JsonProgress::Invalid(why) => return Err(FsError::Invalid(why)),
+                    JsonProgress::Whole(_) if w.checked => return Ok(written),
+                    JsonProgress::Whole(value) => Some((w.id.clone(), value)),
+                }
+            }
+        };
+        if let Some((id, value)) = whole {
+            self.check_json(&id, &value).await?;
             if let Some(w) = lock(&self.handles)
                 .get_mut(&fh)
                 .and_then(|h| h.image_write.as_mut())
             {
-                w.failed = true;
+                w.checked = true;
+            }
+            return Ok(written);
+        }
+        self.write_image_inner(fh, offset, data).await
+    }
+
+    /// Checks a whole json document against its directory and the registry: it must name
+    /// this image, and its parent must exist (on the registry, or pushed through this mount
+    /// as far as its json). Only the registry's "not found" refuses a parent: any other
+    /// failure leaves the decision to the push at close.
+    async fn check_json(&self, id: &ImageId, value: &serde_json::Value) -> Result<()> {
+        match value.get("id") {
+            Some(serde_json::Value::String(named)) if named == id.as_str() => {}
+            Some(serde_json::Value::String(named)) => {
+                return Err(FsError::InvalidContent(format!(
+                    "json names image {named}, not {id}"
+                )));
+            }
+            _ => return Err(FsError::Invalid("json has no image id")),
+        }
+        let parent = match value.get("parent") {
+            None | Some(serde_json::Value::Null) => return Ok(()),
+            Some(serde_json::Value::String(p)) if p.is_empty() => return Ok(()),
+            Some(serde_json::Value::String(p)) => p
+                .parse::<ImageId>()
+                .map_err(|_| FsError::Invalid("the json's parent is not an image id"))?,
+            Some(_) => return Err(FsError::Invalid("the json's parent is not an image id")),
+        };
+        if parent == *id {
+            return Err(FsError::Invalid("an image cannot be its own parent"));
+        }
+        let pushed_here = lock(&self.pending_images)
+            .get(&parent)
+            .is_some_and(|p| p.json.is_some());
+        if pushed_here {
+            return Ok(());
+        }
+        match self.client.ancestry(&parent).await {
+            Err(ClientError::NotFound) => Err(FsError::InvalidContent(format!(
+                "parent image {parent} does not exist on the registry"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers that the json of `id` was refused, while none has been accepted: it leaves
+    /// no trace in the directory, and a layer written next is refused with the reason.
+    pub(super) fn json_refused(&self, id: &ImageId, e: &FsError) {
+        if let Some(p) = lock(&self.pending_images).get_mut(id) {
+            if p.json.is_none() {
+                p.json_refused = Some(e.cause().to_string());
+                p.files.remove(&ImageFile::Json);
             }
         }
-        result
+    }
+
+    /// A new spool file for a layer written before its json: unnamed, so it goes away with
+    /// its last handle.
+    fn spool_file(&self) -> Result<std::fs::File> {
+        match &self.config.spool_dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| FsError::disk("creating the layer spool", e))
     }
 
     async fn write_image_inner(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
@@ -365,7 +544,7 @@ impl RegistryFs {
                     // speed (0.38x -> 0.26x of curl in bench.sh mount-write).
                     file.seek(SeekFrom::Start(offset))
                         .and_then(|_| file.write_all(&chunk))
-                        .map_err(|e| FsError::Registry(ClientError::Protocol(e.to_string())))?;
+                        .map_err(|e| FsError::disk("spooling the layer", e))?;
                     *len += chunk.len() as u64;
                     return Ok(written);
                 }
@@ -398,16 +577,15 @@ impl RegistryFs {
             if w.done {
                 return Ok(());
             }
-            if w.failed {
+            if let Some(e) = w.failed.clone() {
                 w.done = true;
                 let (id, file) = (w.id.clone(), w.file);
                 drop(handles);
                 if file == ImageFile::Layer {
                     self.abandon_layer(&id);
                 }
-                return Err(FsError::Invalid(
-                    "an earlier write failed; nothing was committed",
-                ));
+                // The write's refusal, already recorded: the close reports it again.
+                return Err(e);
             }
             // Nothing written yet: a shell redirection closes a duplicate descriptor before
             // the command writes. Commit only once there is something to commit.
@@ -428,7 +606,13 @@ impl RegistryFs {
             (w.id.clone(), w.file, std::mem::take(&mut w.buf))
         };
         let result = match file {
-            ImageFile::Json => self.commit_json(&id, Bytes::from(buf)).await,
+            ImageFile::Json => {
+                let result = self.commit_json(&id, Bytes::from(buf)).await;
+                if let Err(e) = &result {
+                    self.json_refused(&id, e);
+                }
+                result
+            }
             ImageFile::Layer => self.finish_layer(&id).await,
             ImageFile::Ancestry => self.check_ancestry(&id, &buf).await,
         };
@@ -494,6 +678,7 @@ impl RegistryFs {
             .map_err(push_error)?;
         let early = lock(&self.pending_images).get_mut(id).and_then(|p| {
             p.json = Some(json.clone());
+            p.json_refused = None;
             p.early_ancestry.take()
         });
         if let Some(ancestry) = early {
@@ -518,7 +703,7 @@ impl RegistryFs {
         };
         let mut state = self.start_stream(id, &json);
         file.seek(SeekFrom::Start(0))
-            .map_err(|e| FsError::Registry(ClientError::Protocol(e.to_string())))?;
+            .map_err(|e| FsError::disk("reading the layer spool", e))?;
         // Feed the spool into the stream from a blocking thread, in 1 MiB pieces; later
         // writes of a layer still open follow once all of it is queued.
         if let LayerState::Streaming { tx, .. } = &mut state {
@@ -528,22 +713,26 @@ impl RegistryFs {
                 let mut buf = vec![0u8; 1024 * 1024];
                 loop {
                     match file.read(&mut buf) {
-                        Ok(0) => return true,
+                        Ok(0) => return Ok(true),
                         Ok(n) => {
                             if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                                return false;
+                                return Ok(false);
                             }
                         }
-                        Err(_) => return false,
+                        Err(e) => return Err(e),
                     }
                 }
             })
             .await
-            .unwrap_or(false);
-            if !fed {
-                return Err(FsError::Registry(ClientError::Protocol(
-                    "the spooled layer could not be sent".into(),
-                )));
+            .unwrap_or(Ok(false));
+            match fed {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(FsError::Registry(ClientError::Protocol(
+                        "the spooled layer could not be sent".into(),
+                    )));
+                }
+                Err(e) => return Err(FsError::disk("reading the layer spool", e)),
             }
         }
         if let LayerState::Streaming { len: l, .. } = &mut state {
@@ -622,9 +811,16 @@ impl RegistryFs {
                 }
                 drop(pending);
                 self.images.remove(id);
+                self.ancestry.remove(id);
+                let mut pushed = lock(&self.pushed);
+                if pushed.len() >= MAX_PUSHED_LISTED {
+                    pushed.pop_front();
+                }
+                pushed.push_back(id.clone());
             }
             Err(e) => {
-                tracing::warn!(image = %id, error = %e, "push failed; write the layer again to retry");
+                // Recorded as the refusal of the close that reports it.
+                tracing::debug!(image = %id, error = %e, "push failed; write the layer again to retry");
                 if let Some(p) = lock(&self.pending_images).get_mut(id) {
                     p.layer = LayerState::None;
                     p.files.remove(&ImageFile::Layer);
@@ -676,9 +872,56 @@ impl RegistryFs {
         }
     }
 
+    /// `symlink repositories/<ns>/<repo>/images/<id> -> ../../../../images/<id>`, as `cp -r`
+    /// of a repository makes it: adds a complete image to the repository's image list.
+    async fn link_repo_image(
+        &self,
+        repo: &crate::names::RepoRef,
+        name: &str,
+        target: &str,
+    ) -> Result<Entry> {
+        self.check_writable()?;
+        let node = Node::RepoImages(repo.clone())
+            .child(name)
+            .ok_or(FsError::Invalid("not an image id"))?;
+        let Node::RepoImageLink(_, id) = &node else {
+            return Err(FsError::Invalid("not an image id"));
+        };
+        if target != super::link_target(&node) {
+            return Err(FsError::Invalid(
+                "an image link points to ../../../../images/<the same id>",
+            ));
+        }
+        match self.image(id).await {
+            Err(FsError::NotFound) => {
+                return Err(FsError::InvalidContent(format!(
+                    "no complete image {id} on the registry"
+                )));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        self.repo_tags(repo).await?;
+        self.client
+            .add_repo_images(repo, std::slice::from_ref(id))
+            .await?;
+        self.repo_images.remove(repo);
+        lock(&self.unlinked_links).remove(&(repo.clone(), id.clone()));
+        let ino = self.inodes.lookup(&node);
+        self.stat(&node, ino).await
+    }
+
     /// `symlink images/<id>/parent -> ../<parent>`: accepted when it matches the json.
     pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Entry> {
+        let result = self.symlink_inner(parent, name, target).await;
+        self.outcome("symlink", || self.name_path(parent, name), result)
+    }
+
+    async fn symlink_inner(&self, parent: u64, name: &str, target: &str) -> Result<Entry> {
         let dir = self.node(parent)?;
+        if let Node::RepoImages(repo) = &dir {
+            return self.link_repo_image(repo, name, target).await;
+        }
         let Node::Image(id) = &dir else {
             return Err(FsError::NotPermitted("symlinks cannot be made here"));
         };
@@ -728,6 +971,49 @@ impl RegistryFs {
                 ttl: self.config.ttl,
             }),
             other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_judged_as_it_arrives() {
+        for partial in [
+            "",
+            "  \n",
+            "{",
+            r#"{"id""#,
+            r#"{"id":"ab"#,
+            r#"{"id":"ab","size":12"#,
+            r#"{"a":tr"#,
+            r#"{"a":[1,"#,
+        ] {
+            assert!(
+                matches!(json_progress(partial.as_bytes()), JsonProgress::Partial),
+                "{partial:?}"
+            );
+        }
+        for whole in [r#"{"id":"ab"}"#, "{\"id\":\"ab\"}\n", " {} "] {
+            assert!(
+                matches!(json_progress(whole.as_bytes()), JsonProgress::Whole(_)),
+                "{whole:?}"
+            );
+        }
+        for invalid in [
+            "not-json\n",
+            "null",
+            "[1]",
+            r#"{"id":}"#,
+            "{\"id\":\"ab\"}\ngarbage",
+            r#"{"a":tx"#,
+        ] {
+            assert!(
+                matches!(json_progress(invalid.as_bytes()), JsonProgress::Invalid(_)),
+                "{invalid:?}"
+            );
         }
     }
 }

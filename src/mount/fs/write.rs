@@ -10,17 +10,42 @@
 //!   under `images/` of a repository and `rmdir` of the emptied `tags/` and `images/` are
 //!   accepted with no registry effect, so `rm -r` of a repository works and exits 0.
 //!
+//! - `cp -r` of a repository works: its maker sees a repository it just made empty until it
+//!   makes `tags/` and `images/` (see [`RegistryFs::lookup_by`]), and an `images/<id>` link
+//!   made in it adds a complete image to its image list.
+//!
 //! Refusals known up front come from `open`/`creat`/`mkdir` themselves: a read-only mount
-//! (EROFS), no credentials (EACCES), immutable image content (EPERM).
+//! (EROFS), no credentials (EACCES), immutable image content (EPERM). Tag content is judged at
+//! each `write` (shells ignore errors from `close`): bytes that can never become an id, and a
+//! whole id of no complete image, fail that write. Every refusal is recorded once, with its
+//! path (see `RegistryFs::refused`).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
-use crate::mount::tree::{Kind, Node};
+use crate::mount::tree::{ImageFile, Kind, Node};
 use crate::names::{ImageId, RepoRef, Tag};
 
 /// Largest content accepted for a tag file; a tag holds one id.
 const MAX_TAG_FILE: usize = 4096;
+/// How long a repository made with `mkdir` stays empty to its maker (see
+/// [`RegistryFs::lookup_by`]), unless it makes `tags/` and `images/` sooner.
+const FRESH_REPO_GRACE: Duration = Duration::from_secs(30);
+/// How long an unlinked image link of a repository stays gone to the thread that unlinked it.
+const UNLINKED_GRACE: Duration = Duration::from_secs(10);
+
+/// A repository just made through the mount.
+#[derive(Debug)]
+pub struct FreshRepo {
+    /// The thread that made it.
+    maker: u32,
+    at: Instant,
+    /// Which of `tags` and `images` its maker has not made yet.
+    unmade: BTreeSet<&'static str>,
+}
 
 /// A tag being written.
 #[derive(Debug)]
@@ -29,6 +54,8 @@ pub struct TagWrite {
     tag: Tag,
     buf: Vec<u8>,
     dirty: bool,
+    /// The last write was refused: the tag does not show as being written.
+    refused: bool,
 }
 
 impl TagWrite {
@@ -99,7 +126,12 @@ impl RegistryFs {
         lock(&self.handles)
             .values()
             .filter(|h| h.node == *node)
-            .find_map(|h| h.tag_write.as_ref().map(|w| w.buf.len() as u64))
+            .find_map(|h| {
+                h.tag_write
+                    .as_ref()
+                    .filter(|w| !w.refused)
+                    .map(|w| w.buf.len() as u64)
+            })
     }
 
     fn invalidate_repo(&self, repo: &RepoRef) {
@@ -144,6 +176,7 @@ impl RegistryFs {
             tag,
             buf,
             dirty,
+            refused: false,
         });
         let fh = self.add_handle(handle);
         Opened {
@@ -153,8 +186,13 @@ impl RegistryFs {
         }
     }
 
-    /// `create`: a new tag file in a repository's `tags/`.
+    /// `create`: a new tag file in a repository's `tags/`, or a file of an image being pushed.
     pub async fn create(&self, parent: u64, name: &str) -> Result<(Entry, Opened)> {
+        let result = self.create_inner(parent, name).await;
+        self.outcome("create", || self.name_path(parent, name), result)
+    }
+
+    async fn create_inner(&self, parent: u64, name: &str) -> Result<(Entry, Opened)> {
         let parent = self.node(parent)?;
         self.check_writable()?;
         let node = match &parent {
@@ -184,17 +222,70 @@ impl RegistryFs {
     }
 
     /// `write`: tag files within their small size limit, and files of images being pushed.
+    /// A refused write is recorded; a refused image file also remembers it, so its close
+    /// reports the same reason and commits nothing.
     pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
+        let result = self.write_inner(fh, offset, data).await;
+        let result = self.outcome("write", || self.fh_path(fh), result);
+        let refused = result.as_ref().err();
+        let refused_json = {
+            let mut handles = lock(&self.handles);
+            let h = handles.get_mut(&fh);
+            match h {
+                Some(Handle {
+                    tag_write: Some(w), ..
+                }) => {
+                    w.refused = refused.is_some();
+                    None
+                }
+                Some(Handle {
+                    image_write: Some(w),
+                    ..
+                }) => match refused {
+                    Some(e) => {
+                        w.failed = Some(e.clone());
+                        (w.file == ImageFile::Json).then(|| (w.id.clone(), e.clone()))
+                    }
+                    None => None,
+                },
+                _ => None,
+            }
+        };
+        if let Some((id, e)) = refused_json {
+            self.json_refused(&id, &e);
+        }
+        result
+    }
+
+    async fn write_inner(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         let is_image = lock(&self.handles)
             .get(&fh)
             .is_some_and(|h| h.image_write.is_some());
         if is_image {
             return self.write_image(fh, offset, data).await;
         }
-        let data = &data[..];
+        let next = self.tag_after_write(fh, offset, &data)?;
+        // A whole id is checked at once: a shell's `echo <id> > tag` sees the refusal, which
+        // at close it would ignore.
+        if let Some(id) = parse_tag_content(&next) {
+            self.check_tagged_image(&id).await?;
+        }
         let mut handles = lock(&self.handles);
-        let h = handles.get_mut(&fh).ok_or(FsError::BadHandle)?;
-        let w = h.tag_write.as_mut().ok_or(FsError::BadHandle)?;
+        let w = handles
+            .get_mut(&fh)
+            .and_then(|h| h.tag_write.as_mut())
+            .ok_or(FsError::BadHandle)?;
+        w.buf = next;
+        w.dirty = true;
+        Ok(data.len() as u32)
+    }
+
+    /// The content of tag handle `fh` once `data` is written at `offset`, if it can still
+    /// become an image id.
+    fn tag_after_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<Vec<u8>> {
+        let handles = lock(&self.handles);
+        let h = handles.get(&fh).ok_or(FsError::BadHandle)?;
+        let w = h.tag_write.as_ref().ok_or(FsError::BadHandle)?;
         let end = offset as usize + data.len();
         if end > MAX_TAG_FILE {
             return Err(FsError::Invalid("a tag file holds one image id"));
@@ -208,13 +299,27 @@ impl RegistryFs {
         if !could_become_id(&next) {
             return Err(FsError::Invalid("tag content is not an image id"));
         }
-        w.buf = next;
-        w.dirty = true;
-        Ok(data.len() as u32)
+        Ok(next)
+    }
+
+    /// Refuses a tag naming no complete image. Only the registry's "not found" refuses:
+    /// any other failure leaves the decision to the commit at close.
+    async fn check_tagged_image(&self, id: &ImageId) -> Result<()> {
+        match self.image(id).await {
+            Err(FsError::NotFound) => Err(FsError::InvalidContent(format!(
+                "no complete image {id} on the registry"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Truncates an open tag to `size` (`O_TRUNC` without atomic truncation, `truncate`).
     pub fn truncate(&self, fh: Option<u64>, node_ino: u64, size: u64) -> Result<()> {
+        let result = self.truncate_inner(fh, node_ino, size);
+        self.outcome("truncate", || self.ino_path(node_ino), result)
+    }
+
+    fn truncate_inner(&self, fh: Option<u64>, node_ino: u64, size: u64) -> Result<()> {
         let node = self.node(node_ino)?;
         if node.is_immutable() {
             return Err(FsError::NotPermitted("images are immutable"));
@@ -242,8 +347,12 @@ impl RegistryFs {
     /// Records which process opened `fh`, so that [`RegistryFs::flush_from`] can tell its
     /// closes from those of other processes.
     pub fn set_owner(&self, fh: u64, process: u32) {
-        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+        let image = lock(&self.handles).get_mut(&fh).and_then(|h| {
             h.owner = Some(process);
+            h.image_write.as_ref().map(|w| w.id.clone())
+        });
+        if let Some(id) = image {
+            self.add_image_maker(&id, process);
         }
     }
 
@@ -268,11 +377,20 @@ impl RegistryFs {
                 );
                 Ok(())
             }
-            _ => self.flush(fh).await,
+            _ => {
+                let result = self.flush_inner(fh).await;
+                self.outcome("close", || self.fh_path(fh), result)
+            }
         }
     }
 
+    /// `fsync`: commits what the file completes, like its close.
     pub async fn flush(&self, fh: u64) -> Result<()> {
+        let result = self.flush_inner(fh).await;
+        self.outcome("fsync", || self.fh_path(fh), result)
+    }
+
+    async fn flush_inner(&self, fh: u64) -> Result<()> {
         self.flush_image(fh).await?;
         let pending = {
             let handles = lock(&self.handles);
@@ -321,10 +439,12 @@ impl RegistryFs {
         Ok(())
     }
 
-    /// `release`: commits what no flush did (errors can only be logged here).
+    /// `release`: commits what no flush did; nobody hears the result, so a failure is only
+    /// recorded (logged, and listed in `.regfs/errors`).
     pub async fn release(&self, fh: u64) {
+        let path = self.fh_path(fh);
         if let Err(e) = self.flush_image(fh).await {
-            tracing::error!(error = %e, "image push failed at release");
+            self.refused("release", || path.clone(), e);
         }
         let Some(handle) = self.take_handle(fh) else {
             return;
@@ -332,7 +452,7 @@ impl RegistryFs {
         if let Some(w) = handle.tag_write {
             if w.dirty && !w.buf.is_empty() {
                 if let Err(e) = self.commit_tag(&w.repo, &w.tag, &w.buf).await {
-                    tracing::error!(repo = %w.repo, tag = %w.tag, error = %e, "tag not set");
+                    self.refused("release", || path, e);
                 }
             }
         }
@@ -340,6 +460,39 @@ impl RegistryFs {
 
     /// `mkdir`: a namespace (local until it holds a repository) or a repository.
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Entry> {
+        self.mkdir_by(parent, name, None).await
+    }
+
+    /// `mkdir` on behalf of thread `caller`, who then sees what it made empty for a while
+    /// (see [`RegistryFs::lookup_by`]). `tags` and `images` of a repository are accepted
+    /// when it exists: they are what `cp -r` makes in a repository it just made.
+    pub async fn mkdir_by(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<Entry> {
+        let result = self.mkdir_inner(parent, name, caller).await;
+        self.outcome("mkdir", || self.name_path(parent, name), result)
+    }
+
+    /// Whether `node` is, to thread `caller`, not there yet: the `tags/` or `images/` of a
+    /// repository it just made, or a file it has not written of an image it just pushed.
+    pub(super) fn fresh_to(&self, node: &Node, caller: u32) -> bool {
+        let (repo, name) = match node {
+            Node::Tags(r) => (r, "tags"),
+            Node::RepoImages(r) => (r, "images"),
+            Node::RepoImageLink(r, id) => {
+                let key = (r.clone(), id.clone());
+                return lock(&self.unlinked_links)
+                    .get(&key)
+                    .is_some_and(|(by, at)| *by == caller && at.elapsed() < UNLINKED_GRACE);
+            }
+            _ => return self.unwritten_to(node, caller),
+        };
+        let mut fresh = lock(&self.fresh_repos);
+        fresh.retain(|_, f| f.at.elapsed() < FRESH_REPO_GRACE && !f.unmade.is_empty());
+        fresh
+            .get(repo)
+            .is_some_and(|f| f.maker == caller && f.unmade.contains(name))
+    }
+
+    async fn mkdir_inner(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<Entry> {
         let parent = self.node(parent)?;
         self.check_writable()?;
         let node = match &parent {
@@ -350,7 +503,18 @@ impl RegistryFs {
                 let Some(Node::Image(id)) = parent.child(name) else {
                     return Err(FsError::Invalid("not an image id"));
                 };
-                return self.mkdir_image(&id).await;
+                return self.mkdir_image(&id, caller).await;
+            }
+            Node::Repo(repo) => {
+                let node = parent
+                    .child(name)
+                    .ok_or(FsError::NotPermitted("a repository holds tags and images"))?;
+                self.repo_tags(repo).await?;
+                if let Some(f) = lock(&self.fresh_repos).get_mut(repo) {
+                    f.unmade.remove(name);
+                }
+                let ino = self.inodes.lookup(&node);
+                return self.stat(&node, ino).await;
             }
             _ => return Err(FsError::NotPermitted("directories cannot be made here")),
         };
@@ -366,6 +530,19 @@ impl RegistryFs {
                 self.repos.remove(&());
                 self.invalidate_repo(repo);
                 lock(&self.pending_namespaces).remove(&repo.namespace);
+                if let Some(maker) = caller {
+                    let mut fresh = lock(&self.fresh_repos);
+                    // Bounded by what is recent: the expired go whenever one is added.
+                    fresh.retain(|_, f| f.at.elapsed() < FRESH_REPO_GRACE && !f.unmade.is_empty());
+                    fresh.insert(
+                        repo.clone(),
+                        FreshRepo {
+                            maker,
+                            at: Instant::now(),
+                            unmade: BTreeSet::from(["tags", "images"]),
+                        },
+                    );
+                }
             }
             _ => return Err(FsError::Invalid("unexpected directory")),
         }
@@ -376,6 +553,18 @@ impl RegistryFs {
     /// `unlink`: deletes a tag; entries of a repository's image list go quietly (lists only
     /// grow); image files are immutable.
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.unlink_by(parent, name, None).await
+    }
+
+    /// `unlink` on behalf of thread `caller`: an image link it unlinks is gone to it for a
+    /// while, so `cp -r` over an existing copy (which unlinks a link before making it again)
+    /// can make it again.
+    pub async fn unlink_by(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<()> {
+        let result = self.unlink_inner(parent, name, caller).await;
+        self.outcome("unlink", || self.name_path(parent, name), result)
+    }
+
+    async fn unlink_inner(&self, parent: u64, name: &str, caller: Option<u32>) -> Result<()> {
         let parent = self.node(parent)?;
         let node = parent.child(name).ok_or(FsError::NotFound)?;
         if self.config.read_only {
@@ -388,8 +577,13 @@ impl RegistryFs {
                 self.invalidate_repo(repo);
                 result.map_err(FsError::from)
             }
-            Node::RepoImageLink(..) => {
+            Node::RepoImageLink(repo, id) => {
                 self.stat(&node, 0).await?;
+                if let Some(caller) = caller {
+                    let mut unlinked = lock(&self.unlinked_links);
+                    unlinked.retain(|_, (_, at)| at.elapsed() < UNLINKED_GRACE);
+                    unlinked.insert((repo.clone(), id.clone()), (caller, Instant::now()));
+                }
                 Ok(())
             }
             Node::ImageFile(..) | Node::ParentLink(_) => {
@@ -402,6 +596,11 @@ impl RegistryFs {
     /// `rmdir`: deletes a repository once it has no tags; the emptied `tags/` and `images/`
     /// of a repository go quietly; a namespace goes when it holds no repository.
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        let result = self.rmdir_inner(parent, name).await;
+        self.outcome("rmdir", || self.name_path(parent, name), result)
+    }
+
+    async fn rmdir_inner(&self, parent: u64, name: &str) -> Result<()> {
         let parent = self.node(parent)?;
         let node = parent.child(name).ok_or(FsError::NotFound)?;
         if self.config.read_only {
@@ -455,6 +654,27 @@ impl RegistryFs {
     /// `rename`: tags only (set the new name, then delete the old); anything else is EXDEV, so
     /// `mv` falls back to copy and delete.
     pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<()> {
+        let result = self.rename_inner(parent, name, new_parent, new_name).await;
+        self.outcome(
+            "rename",
+            || {
+                format!(
+                    "{} -> {}",
+                    self.name_path(parent, name),
+                    self.name_path(new_parent, new_name)
+                )
+            },
+            result,
+        )
+    }
+
+    async fn rename_inner(
         &self,
         parent: u64,
         name: &str,
