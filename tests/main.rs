@@ -57,6 +57,10 @@ mod mount_write;
 #[cfg(feature = "fuse-tests")]
 mod mount_faults;
 
+/// The mount daemon's memory within its budget: registries that ignore `Range`, large trees.
+#[cfg(feature = "fuse-tests")]
+mod mount_memory;
+
 /// Several server instances on one real S3 bucket (`--features s3-tests`, see
 /// scripts/s3-local.sh).
 #[cfg(feature = "s3-tests")]
