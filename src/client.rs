@@ -246,6 +246,35 @@ impl RegistryClient {
         self.get("/v1/_ping").await.map(|_| ())
     }
 
+    /// The user this client authenticates as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    /// Checks, within `limit`, that the registry answers and accepts this client's
+    /// credentials: the v1 login check (`GET /v1/users/`) with credentials, `GET /v1/_ping`
+    /// (or `/_ping`) without. A refusal of the credentials is [`ClientError::Unauthorized`]
+    /// or [`ClientError::Forbidden`].
+    pub async fn check_access(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit.min(self.timeout);
+        if self.credentials.is_some() {
+            return self
+                .send_retrying_until(|| self.request(Method::GET, "/v1/users/"), deadline)
+                .await
+                .map(|_| ());
+        }
+        match self
+            .send_retrying_until(|| self.request(Method::GET, "/v1/_ping"), deadline)
+            .await
+        {
+            Err(ClientError::NotFound) => self
+                .send_retrying_until(|| self.request(Method::GET, "/_ping"), deadline)
+                .await
+                .map(|_| ()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Every repository (search with no query).
     pub async fn repositories(&self) -> Result<Vec<RepoRef>> {
         let res: v1::SearchResponse = self.get_json("/v1/search").await?;

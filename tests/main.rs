@@ -61,6 +61,10 @@ mod mount_faults;
 #[cfg(feature = "fuse-tests")]
 mod mount_memory;
 
+/// `regfs mount` start-up: mountpoint and registry checks, odd mountpoint names.
+#[cfg(feature = "fuse-tests")]
+mod mount_startup;
+
 /// Several server instances on one real S3 bucket (`--features s3-tests`, see
 /// scripts/s3-local.sh).
 #[cfg(feature = "s3-tests")]
