@@ -708,9 +708,18 @@ impl RegistryClient {
 
 fn transport(e: reqwest::Error) -> ClientError {
     if e.is_timeout() {
-        ClientError::Timeout
-    } else {
+        return ClientError::Timeout;
+    }
+    // reqwest's own text names only the URL; the innermost cause says what went wrong
+    // ("Connection refused", a failed name lookup).
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, &e) {
         ClientError::Transport(e.to_string())
+    } else {
+        ClientError::Transport(format!("{e}: {cause}"))
     }
 }
 

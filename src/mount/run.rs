@@ -72,6 +72,11 @@ pub enum MountError {
          (REGFS_USER, REGFS_PASSWORD, ~/.docker/config.json)"
     )]
     CredentialsRefused { url: String, user: String },
+    #[error(
+        "no v1 registry answers at {url} ({cause}); check --registry, or pass --no-check to \
+         mount anyway"
+    )]
+    NotARegistry { url: String, cause: String },
     #[error("the registry at {url} refused anonymous access; give --user and --password")]
     AnonymousRefused { url: String },
     #[error("{} change(s) did not reach the registry: {}", .0.len(), .0.join("; "))]
@@ -273,7 +278,12 @@ pub async fn check_registry(client: &RegistryClient) -> Result<(), MountError> {
             }),
             None => Err(MountError::AnonymousRefused { url }),
         },
-        Err(e) => Err(MountError::Unreachable {
+        Err(ClientError::Transport(cause)) => Err(MountError::Unreachable { url, cause }),
+        Err(ClientError::Timeout) => Err(MountError::Unreachable {
+            url,
+            cause: "no answer in time".into(),
+        }),
+        Err(e) => Err(MountError::NotARegistry {
             url,
             cause: e.to_string(),
         }),
