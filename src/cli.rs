@@ -34,10 +34,35 @@ pub enum Command {
     Mount(MountArgs),
 }
 
+/// What `regfs mount --help` adds after the options: the tree and the name rules.
+const MOUNT_AFTER_HELP: &str = "\
+The tree:
+  repositories/<namespace>/<repo>/tags/<tag>   file holding the image id
+  repositories/<namespace>/<repo>/images/<id>  link to images/<id>
+  images/<id>/{json,layer,ancestry,parent}     the image, byte for byte
+  search/<term>                                lookup only: search results
+
+`ls images` lists the images of every repository's image list (with their ancestors once
+their ancestry has been read) and the images being pushed through this mount; any other
+complete image can still be opened by its id.
+
+Name rules (others are refused with ENOENT on lookup and EINVAL on create):
+  namespace  4 to 30 characters of a-z, 0-9 and _ (library holds official repositories)
+  repo       1 to 255 characters of a-z, 0-9, -, _ and . (not . or ..; in library, not a
+             64-hex-digit id)
+  tag        1 to 128 characters of A-Z, a-z, 0-9, _, . and -; the first one a letter,
+             digit or _
+  image id   64 lowercase hex digits
+
+Start-up: the mountpoint must be an empty directory that is not already a mount point
+(--allow-non-empty mounts anyway); the registry must answer and accept the credentials
+(--no-check skips this).";
+
 /// Options of `regfs mount`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
+#[command(after_help = MOUNT_AFTER_HELP)]
 pub struct MountArgs {
-    /// Existing empty directory to mount on.
+    /// Existing empty directory to mount on (not already a mount point).
     pub mountpoint: PathBuf,
     /// Registry URL, e.g. http://127.0.0.1:5000. Without it, the embedded registry is served
     /// (see the server options below) and mounted as its administrator.
@@ -77,12 +102,20 @@ pub struct MountArgs {
     /// Detach once mounted; the URL is still printed first.
     #[arg(long)]
     pub daemon: bool,
+    /// Mount even on a directory that is not empty (its contents are hidden while mounted)
+    /// or already a mount point.
+    #[arg(long)]
+    pub allow_non_empty: bool,
+    /// Do not check at start-up that the registry answers and accepts the credentials (for
+    /// mounts that must come up before the network; errors then show on first use).
+    #[arg(long)]
+    pub no_check: bool,
     #[command(flatten, next_help_heading = "Embedded registry (without --registry)")]
     pub server: ServeArgs,
 }
 
 /// Options of `regfs serve`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. The first line on stdout is the URL.
     #[arg(long, default_value = "127.0.0.1:5000", env = "REGFS_LISTEN")]
@@ -279,6 +312,8 @@ impl TryFrom<MountArgs> for MountConfig {
             threads: args.threads.clamp(1, 64),
             allow_other: args.allow_other,
             readahead_kb: Some(4096),
+            allow_non_empty: args.allow_non_empty,
+            check_registry: !args.no_check,
         })
     }
 }
@@ -298,10 +333,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `regfs mount --daemon`: runs the same command without `--daemon` as a detached child,
-/// passes on the URL it prints, and returns once the mount is in place (or the child failed).
-pub fn daemonize(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+/// `regfs mount --daemon`: checks the mountpoint and the registry here, where the user sees
+/// the answer, then runs the same command without `--daemon` as a detached child, passes on
+/// the URL it prints, and returns once the mount is in place (or the child failed).
+pub fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     use std::io::BufRead;
+    let mountpoint = args.mountpoint.as_path();
+    let config = MountConfig::try_from(args.clone())?;
+    crate::mount::run::check_mountpoint(&config.mountpoint, config.allow_non_empty)?;
+    if let (Some(url), true) = (&config.registry, config.check_registry) {
+        let client = crate::client::RegistryClient::new(crate::client::ClientConfig {
+            url: url.clone(),
+            credentials: config.credentials.clone(),
+            timeout: config.timeout,
+        })?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(crate::mount::run::check_registry(&client))?;
+    }
     let exe = std::env::current_exe().context("cannot find the regfs executable")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
@@ -338,15 +389,18 @@ pub fn daemonize(mountpoint: &std::path::Path) -> anyhow::Result<()> {
     bail!("the mount did not appear within 60 s")
 }
 
-/// Whether a FUSE mount of ours sits at `path` (from /proc/self/mountinfo).
+/// Whether a FUSE mount of ours sits at `path` (from /proc/self/mountinfo, whose escapes of
+/// spaces, tabs, newlines and backslashes in paths are decoded).
 pub fn is_mounted(path: &std::path::Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return false;
     };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| {
-        let mut fields = l.split(' ');
-        fields.nth(4) == Some(&*want) && l.contains("regfs")
+    info.split(|&b| b == b'\n').any(|line| {
+        let ours = line.windows(5).any(|w| w == b"regfs");
+        ours && line.split(|&b| b == b' ').nth(4).is_some_and(|field| {
+            crate::mount::run::unescape_mountinfo(field)
+                == std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())
+        })
     })
 }
 

@@ -6,12 +6,18 @@
 //! reads). Idempotent reads are retried with exponential back-off on connection errors and 5xx,
 //! within the overall `timeout`, so a registry that blinks does not fail a `cat`. Layer reads
 //! of the registry this process serves itself (the embedded default) skip HTTP altogether.
+//!
+//! Memory stays bounded whatever the registry sends: a layer GET answered whole (a registry
+//! that ignores `Range`) is streamed through, keeping only the window asked for, and the body
+//! is kept open for the next block ([`WholeBodies`]) rather than read again from its start;
+//! error bodies are read up to [`ERROR_BODY_LIMIT`].
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 
 use crate::names::{ImageId, RepoRef, Tag};
@@ -67,6 +73,13 @@ pub struct ImageInfo {
 /// Largest JSON answer read whole (a listing of many tags or repositories).
 const JSON_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Most of an error answer's body read (for its message); the rest is left unread.
+pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Most whole layer bodies kept open at once, and how long one may wait for its next block.
+const WHOLE_BODIES_KEPT: usize = 8;
+const WHOLE_BODY_IDLE: Duration = Duration::from_secs(10);
+
 /// A tag as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedTag {
@@ -96,6 +109,9 @@ pub struct RegistryClient {
     /// The registry this process serves at `base` (the embedded default), whose layer bytes
     /// are read directly rather than through a socket to ourselves.
     local: Option<crate::registry::Registry>,
+    /// Layer bodies a registry that ignores `Range` sent whole, open where the last block
+    /// read from them ended.
+    whole: Arc<WholeBodies>,
 }
 
 impl RegistryClient {
@@ -113,6 +129,7 @@ impl RegistryClient {
             credentials: config.credentials,
             timeout: config.timeout,
             local: None,
+            whole: Arc::default(),
         })
     }
 
@@ -227,6 +244,35 @@ impl RegistryClient {
     /// Checks that the registry answers.
     pub async fn ping(&self) -> Result<()> {
         self.get("/v1/_ping").await.map(|_| ())
+    }
+
+    /// The user this client authenticates as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    /// Checks, within `limit`, that the registry answers and accepts this client's
+    /// credentials: the v1 login check (`GET /v1/users/`) with credentials, `GET /v1/_ping`
+    /// (or `/_ping`) without. A refusal of the credentials is [`ClientError::Unauthorized`]
+    /// or [`ClientError::Forbidden`].
+    pub async fn check_access(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit.min(self.timeout);
+        if self.credentials.is_some() {
+            return self
+                .send_retrying_until(|| self.request(Method::GET, "/v1/users/"), deadline)
+                .await
+                .map(|_| ());
+        }
+        match self
+            .send_retrying_until(|| self.request(Method::GET, "/v1/_ping"), deadline)
+            .await
+        {
+            Err(ClientError::NotFound) => self
+                .send_retrying_until(|| self.request(Method::GET, "/_ping"), deadline)
+                .await
+                .map(|_| ()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Every repository (search with no query).
@@ -391,14 +437,32 @@ impl RegistryClient {
         }
     }
 
-    /// One ranged GET of a layer, its body read into `into` by `deadline`.
+    /// One ranged GET of a layer, its body read into `into` by `deadline`. A registry that
+    /// answers 200 with the whole layer is read through to the window (never more than the
+    /// window is held), and the body is kept open for the next block.
     async fn http_range(
         &self,
         id: &ImageId,
         range: &Range<u64>,
-        into: BytesMut,
+        mut into: BytesMut,
         deadline: Instant,
     ) -> Result<Bytes> {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if let Some(mut body) = self.whole.take(id, range.start) {
+            match tokio::time::timeout(left(), body.read(range, &mut into)).await {
+                Ok(Ok(())) => {
+                    let bytes = into.freeze();
+                    self.whole.keep(body);
+                    return Ok(bytes);
+                }
+                // Cut off while it waited (the registry's idle timeout): ask again.
+                Ok(Err(error)) => {
+                    tracing::debug!(%id, %error, "a kept layer body failed; asking again");
+                    into = BytesMut::new();
+                }
+                Err(_) => return Err(ClientError::Timeout),
+            }
+        }
         let path = format!("/v1/images/{id}/layer");
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let want = (range.end - range.start) as usize;
@@ -411,22 +475,119 @@ impl RegistryClient {
                 deadline,
             )
             .await?;
-        let partial = res.status() == StatusCode::PARTIAL_CONTENT;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let limit = if partial { want } else { usize::MAX };
-        let body = tokio::time::timeout(left, read_limited(res, limit, into))
+        if res.status() != StatusCode::PARTIAL_CONTENT {
+            // A registry that ignores Range sends the whole layer.
+            let more = res.content_length().is_none_or(|n| n > range.end);
+            let mut body = WholeBody::new(id.clone(), res);
+            tokio::time::timeout(left(), body.read(range, &mut into))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            if more {
+                self.whole.keep(body);
+            }
+            return Ok(into.freeze());
+        }
+        let body = tokio::time::timeout(left(), read_limited(res, want, into))
             .await
             .map_err(|_| ClientError::Timeout)??;
-        if !partial {
-            // A registry that ignores Range sends the whole layer.
-            let end = (range.end as usize).min(body.len());
-            let start = (range.start as usize).min(end);
-            return Ok(body.slice(start..end));
-        }
         if body.len() != want {
             return Err(ClientError::Protocol("short range read".into()));
         }
         Ok(body)
+    }
+}
+
+/// A layer body sent whole, read forward from `pos`.
+#[derive(Debug)]
+struct WholeBody {
+    id: ImageId,
+    res: reqwest::Response,
+    /// Bytes received but not yet consumed; they start at `pos`.
+    pending: Bytes,
+    pos: u64,
+    idle_since: Instant,
+}
+
+impl WholeBody {
+    fn new(id: ImageId, res: reqwest::Response) -> Self {
+        WholeBody {
+            id,
+            res,
+            pending: Bytes::new(),
+            pos: 0,
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// Reads bytes `range` (at or after `pos`) into `buf` (cleared first), skipping what lies
+    /// before: only the window is held, whatever the layer's size.
+    async fn read(&mut self, range: &Range<u64>, buf: &mut BytesMut) -> Result<()> {
+        let want = (range.end - range.start) as usize;
+        buf.clear();
+        buf.reserve(want);
+        while buf.len() < want {
+            if self.pending.is_empty() {
+                match self.res.chunk().await.map_err(transport)? {
+                    Some(chunk) => self.pending = chunk,
+                    None => return Err(ClientError::Protocol("short range read".into())),
+                }
+            }
+            if self.pos < range.start {
+                let skip = (range.start - self.pos).min(self.pending.len() as u64);
+                self.pending.advance(skip as usize);
+                self.pos += skip;
+                continue;
+            }
+            let take = (want - buf.len()).min(self.pending.len());
+            buf.extend_from_slice(&self.pending.split_to(take));
+            self.pos += take as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Open whole layer bodies, bounded in number and idle time. Read-ahead asks for several
+/// blocks at once, so a layer may have several bodies open, each at another offset; a block
+/// takes the one closest before it.
+#[derive(Debug, Default)]
+struct WholeBodies(Mutex<Vec<WholeBody>>);
+
+impl WholeBodies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WholeBody>> {
+        // Each update is one push or remove: a poisoned list is still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The body of layer `id` open at or before offset `start`, nearest to it.
+    fn take(&self, id: &ImageId, start: u64) -> Option<WholeBody> {
+        let mut bodies = self.lock();
+        bodies.retain(|b| b.idle_since.elapsed() < WHOLE_BODY_IDLE);
+        let at = bodies
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.id == *id && b.pos <= start)
+            .max_by_key(|(_, b)| b.pos)
+            .map(|(i, _)| i)?;
+        Some(bodies.swap_remove(at))
+    }
+
+    /// Keeps `body` for a later block, dropping (and so disconnecting) the longest idle one
+    /// when full.
+    fn keep(&self, mut body: WholeBody) {
+        body.idle_since = Instant::now();
+        let mut bodies = self.lock();
+        bodies.retain(|b| b.idle_since.elapsed() < WHOLE_BODY_IDLE);
+        if bodies.len() >= WHOLE_BODIES_KEPT {
+            if let Some(oldest) = bodies
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, b)| b.idle_since)
+                .map(|(i, _)| i)
+            {
+                bodies.swap_remove(oldest);
+            }
+        }
+        bodies.push(body);
     }
 }
 
@@ -547,9 +708,18 @@ impl RegistryClient {
 
 fn transport(e: reqwest::Error) -> ClientError {
     if e.is_timeout() {
-        ClientError::Timeout
-    } else {
+        return ClientError::Timeout;
+    }
+    // reqwest's own text names only the URL; the innermost cause says what went wrong
+    // ("Connection refused", a failed name lookup).
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, &e) {
         ClientError::Transport(e.to_string())
+    } else {
+        ClientError::Transport(format!("{e}: {cause}"))
     }
 }
 
@@ -562,12 +732,26 @@ async fn check(res: reqwest::Response) -> Result<reqwest::Response> {
     if let Some(err) = status_error(status) {
         return Err(err);
     }
-    let body = res.bytes().await.unwrap_or_default();
+    let body = read_error_body(res).await;
     let msg = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| status.to_string());
     Err(ClientError::Refused(msg))
+}
+
+/// At most [`ERROR_BODY_LIMIT`] bytes of an error answer's body; the rest is left unread (the
+/// connection is then closed rather than reused). A body that fails part-way gives what came.
+async fn read_error_body(mut res: reqwest::Response) -> Bytes {
+    let mut body = BytesMut::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        let room = ERROR_BODY_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= ERROR_BODY_LIMIT {
+            break;
+        }
+    }
+    body.freeze()
 }
 
 /// The error of a failed status, where the status alone tells it (else the registry's
@@ -656,6 +840,39 @@ fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer whose body never ends: only its first [`ERROR_BODY_LIMIT`] bytes are
+    /// read, so the call fails at once with the status rather than reading (and holding)
+    /// until the timeout.
+    #[tokio::test]
+    async fn error_bodies_are_read_up_to_the_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request).await;
+            let head = "HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n";
+            conn.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        let client = RegistryClient::new(ClientConfig {
+            url: format!("http://{addr}"),
+            credentials: None,
+            timeout: Duration::from_secs(30),
+        })
+        .unwrap();
+        // A bounded wait, not a timing check: reading the whole body would never end.
+        let got = tokio::time::timeout(Duration::from_secs(60), client.ping())
+            .await
+            .expect("the error body was read to its end");
+        assert!(
+            matches!(&got, Err(ClientError::Refused(m)) if m.contains("400")),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn search_terms_are_percent_encoded() {

@@ -25,7 +25,7 @@ fn run(cli: regfs::cli::Cli) -> anyhow::Result<()> {
     if let regfs::cli::Command::Mount(args) = &cli.command {
         if args.daemon {
             // Before any runtime exists: the daemon is a fresh process.
-            return regfs::cli::daemonize(&args.mountpoint);
+            return regfs::cli::daemonize(args);
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

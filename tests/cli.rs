@@ -15,6 +15,24 @@ fn help_lists_the_subcommands() {
     assert!(text.contains("serve"));
 }
 
+/// Issue 18: the name rules and what `ls images` lists are in the help, not only in the code.
+#[test]
+fn mount_help_states_the_name_rules_and_the_start_up_checks() {
+    let out = regfs().args(["mount", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "namespace  4 to 30 characters of a-z, 0-9 and _",
+        "repo       1 to 255 characters of a-z, 0-9, -, _ and .",
+        "tag        1 to 128 characters",
+        "`ls images` lists",
+        "--allow-non-empty",
+        "--no-check",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+}
+
 #[test]
 fn bad_arguments_exit_non_zero_with_a_message() {
     let out = regfs()

@@ -66,6 +66,14 @@ mod mount_truth;
 #[cfg(feature = "fuse-tests")]
 mod mount_faults;
 
+/// The mount daemon's memory within its budget: registries that ignore `Range`, large trees.
+#[cfg(feature = "fuse-tests")]
+mod mount_memory;
+
+/// `regfs mount` start-up: mountpoint and registry checks, odd mountpoint names.
+#[cfg(feature = "fuse-tests")]
+mod mount_startup;
+
 /// Several server instances on one real S3 bucket (`--features s3-tests`, see
 /// scripts/s3-local.sh).
 #[cfg(feature = "s3-tests")]

@@ -592,7 +592,8 @@ fn wrong_credentials_give_eacces_from_flags_environment_and_docker_config() {
     )
     .unwrap();
     let docker_dir = docker.path().to_str().unwrap();
-    let registry = ["--registry", server.url.as_str()];
+    // --no-check: the mount comes up (without it, it refuses to start: tests/mount_startup.rs).
+    let registry = ["--registry", server.url.as_str(), "--no-check"];
     let with_flags: Vec<&str> = registry
         .iter()
         .copied()
@@ -666,6 +667,7 @@ fn wrong_credentials_give_eacces_on_the_repository_listing() {
         &[
             "--registry",
             &server.url,
+            "--no-check",
             "--user",
             "alice",
             "--password",

@@ -726,6 +726,16 @@ impl RegistryFs {
         self.inodes.add_lookup(ino);
     }
 
+    /// The kernel took a reference to `ino`, entry `name` of directory `dir`, through
+    /// READDIRPLUS: counted by its node, since an inode given out without a reference may
+    /// have been reclaimed since the listing.
+    pub fn remember_entry(&self, dir: u64, name: &str, ino: u64) {
+        match self.inodes.node(dir).and_then(|d| d.child(name)) {
+            Some(node) => self.inodes.add_lookup_of(ino, &node),
+            None => self.inodes.add_lookup(ino),
+        }
+    }
+
     /// `forget`: the kernel dropped `n` references.
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);

@@ -628,7 +628,7 @@ impl fuser::Filesystem for FuseAdapter {
                     break;
                 }
                 // The kernel holds a reference to every entry it was given.
-                fs.remember(d.entry.attr.ino);
+                fs.remember_entry(ino.0, &d.name, d.entry.attr.ino);
             }
             reply.ok();
         }

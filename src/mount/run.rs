@@ -1,7 +1,11 @@
-//! Running a mount: the embedded registry when no `--registry` is given, the FUSE session,
-//! kernel tuning, and a clean end on SIGINT, SIGTERM or `fusermount3 -u`.
+//! Running a mount: start-up checks, the embedded registry when no `--registry` is given, the
+//! FUSE session, kernel tuning, and a clean end on SIGINT, SIGTERM or `fusermount3 -u`.
+//!
+//! Start-up checks fail fast with a message that names the cause: the mountpoint is checked
+//! first (missing, not empty, already mounted), before anything starts; then the registry is
+//! asked once whether it answers and accepts the credentials, unless `--no-check`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +29,14 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// Raise the kernel's readahead for the mount (root only; best effort).
     pub readahead_kb: Option<u32>,
+    /// Mount on a directory that is not empty or is already a mount point.
+    pub allow_non_empty: bool,
+    /// Ask the registry at start-up whether it answers and takes the credentials.
+    pub check_registry: bool,
 }
+
+/// Longest wait for the registry at start-up (or `--timeout`, if shorter).
+pub const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a mount could not run.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +52,33 @@ pub enum MountError {
     },
     #[error("mountpoint {0} is not an existing directory")]
     Mountpoint(String),
+    #[error(
+        "mountpoint {0} is not empty; mount on an empty directory, or pass --allow-non-empty \
+         to hide what it holds while mounted"
+    )]
+    NotEmpty(String),
+    #[error(
+        "mountpoint {0} is already a mount point; unmount it first (fusermount3 -u or \
+         umount), or pass --allow-non-empty to mount over it"
+    )]
+    AlreadyMounted(String),
+    #[error(
+        "registry unreachable at {url}: {cause}; check --registry, or pass --no-check to \
+         mount before it answers"
+    )]
+    Unreachable { url: String, cause: String },
+    #[error(
+        "credentials refused by {url} for user {user:?}; check --user and --password \
+         (REGFS_USER, REGFS_PASSWORD, ~/.docker/config.json)"
+    )]
+    CredentialsRefused { url: String, user: String },
+    #[error(
+        "no v1 registry answers at {url} ({cause}); check --registry, or pass --no-check to \
+         mount anyway"
+    )]
+    NotARegistry { url: String, cause: String },
+    #[error("the registry at {url} refused anonymous access; give --user and --password")]
+    AnonymousRefused { url: String },
     #[error("{} change(s) did not reach the registry: {}", .0.len(), .0.join("; "))]
     Unfinished(Vec<String>),
     #[error("unmounting {path} failed: {source}")]
@@ -195,9 +233,109 @@ pub fn current_ids() -> (u32, u32) {
         .unwrap_or((0, 0))
 }
 
+/// Checks the mountpoint before anything starts: an existing directory, empty and not a mount
+/// point already, unless `allow_non_empty`.
+pub fn check_mountpoint(path: &Path, allow_non_empty: bool) -> Result<(), MountError> {
+    let shown = || path.display().to_string();
+    // A dead FUSE mount fails even a stat (ENOTCONN): it is a mount point all the same.
+    let canonical = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(MountError::AlreadyMounted(shown()));
+        }
+        Err(_) => return Err(MountError::Mountpoint(shown())),
+    };
+    if !canonical.is_dir() {
+        return Err(MountError::Mountpoint(shown()));
+    }
+    if allow_non_empty {
+        return Ok(());
+    }
+    if mount_points().contains(&canonical) {
+        return Err(MountError::AlreadyMounted(shown()));
+    }
+    let mut entries = std::fs::read_dir(&canonical).map_err(|source| MountError::Mount {
+        path: shown(),
+        source,
+    })?;
+    if entries.next().is_some() {
+        return Err(MountError::NotEmpty(shown()));
+    }
+    Ok(())
+}
+
+/// Asks the registry whether it answers and takes the client's credentials, within
+/// [`STARTUP_CHECK_TIMEOUT`] or `--timeout`, whichever is shorter.
+pub async fn check_registry(client: &RegistryClient) -> Result<(), MountError> {
+    use crate::client::ClientError;
+    let url = client.base_url().to_string();
+    match client.check_access(STARTUP_CHECK_TIMEOUT).await {
+        Ok(()) => Ok(()),
+        Err(ClientError::Unauthorized | ClientError::Forbidden) => match client.user() {
+            Some(user) => Err(MountError::CredentialsRefused {
+                url,
+                user: user.to_string(),
+            }),
+            None => Err(MountError::AnonymousRefused { url }),
+        },
+        Err(ClientError::Transport(cause)) => Err(MountError::Unreachable { url, cause }),
+        Err(ClientError::Timeout) => Err(MountError::Unreachable {
+            url,
+            cause: "no answer in time".into(),
+        }),
+        Err(e) => Err(MountError::NotARegistry {
+            url,
+            cause: e.to_string(),
+        }),
+    }
+}
+
+/// Every mount point of this process's namespace, from `/proc/self/mountinfo`.
+pub fn mount_points() -> Vec<PathBuf> {
+    std::fs::read("/proc/self/mountinfo")
+        .map(|info| parse_mount_points(&info))
+        .unwrap_or_default()
+}
+
+/// The mount points (fifth field) of mountinfo text, `\NNN` octal escapes decoded.
+fn parse_mount_points(info: &[u8]) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(field))))
+        .collect()
+}
+
+/// Decodes the kernel's octal escapes of a mountinfo field (`\040` space, `\011` tab,
+/// `\012` newline, `\134` backslash); anything else is kept as it is.
+pub fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0')))
+            .and_then(|value| u8::try_from(value).ok());
+        match (field[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Runs a mount until a signal or an external unmount. `announce` receives the registry URL
 /// once it is known (the embedded server's, or `--registry`).
 pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(), MountError> {
+    // Before anything starts (the embedded server included).
+    check_mountpoint(&config.mountpoint, config.allow_non_empty)?;
     // Caught from here on: a signal during start-up still unmounts and exits cleanly.
     let signal = crate::server::ShutdownSignal::install().map_err(|source| MountError::Mount {
         path: config.mountpoint.display().to_string(),
@@ -224,7 +362,6 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             (Some(tx), Some(task), url, creds)
         }
     };
-    announce(&url);
     let mut client = RegistryClient::new(ClientConfig {
         url: url.clone(),
         credentials,
@@ -235,8 +372,15 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         // local directory, its stored files can be handed to the kernel).
         client = client.with_local_layers(registry);
     }
-    if let Err(e) = client.ping().await {
-        tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
+    // Checked before the URL is announced: a start that fails prints nothing on stdout.
+    if config.registry.is_some() && config.check_registry {
+        check_registry(&client).await?;
+    }
+    announce(&url);
+    if !config.check_registry || config.registry.is_none() {
+        if let Err(e) = client.ping().await {
+            tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
+        }
     }
     let mut fs_config = config.fs.clone();
     if config.registry.is_none() && fs_config.cache_dir.is_some() {
@@ -343,5 +487,27 @@ async fn bind_embedded(
             crate::server::bind(&fallback).await
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(b"/mnt/dir\\040with\\040space"),
+            b"/mnt/dir with space"
+        );
+        assert_eq!(unescape_mountinfo(b"/a\\011b\\012c\\134d"), b"/a\tb\nc\\d");
+        // Not an escape: kept as it is.
+        assert_eq!(unescape_mountinfo(b"/a\\9x\\"), b"/a\\9x\\");
+        let info = b"36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.regfs regfs rw\n\
+                     37 35 98:0 / /plain rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(
+            parse_mount_points(info),
+            [PathBuf::from("/mnt/a b"), PathBuf::from("/plain")]
+        );
     }
 }
