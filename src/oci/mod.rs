@@ -1,0 +1,13 @@
+//! The OCI Distribution protocol's (Docker Registry v2's) vocabulary, shared by the v2 server
+//! and the mount's v2 backend: digests, repository names and references, and their grammar.
+//!
+//! Everything here is pure: parsing and formatting, no I/O. Strings from the network are parsed
+//! into these newtypes once, at the edge, and storage keys for v2 content are built only from
+//! them (`storage::keys`), which is what keeps names with `/` from escaping their prefix.
+//! Grammar and codes follow the OCI distribution-spec v1.1 (`spec.md`) and image-spec.
+
+pub mod digest;
+pub mod name;
+
+pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
+pub use name::{Name, NameError, Reference, Tag, UploadId};
