@@ -1,5 +1,6 @@
 //! The OCI Distribution protocol's (Docker Registry v2's) vocabulary, shared by the v2 server
-//! and the mount's v2 backend: digests, repository names and references, and their grammar.
+//! and the mount's v2 backend: digests, repository names and references, manifests and descriptors, and the spec's error
+//! codes and bodies.
 //!
 //! Everything here is pure: parsing and formatting, no I/O. Strings from the network are parsed
 //! into these newtypes once, at the edge, and storage keys for v2 content are built only from
@@ -7,7 +8,13 @@
 //! Grammar and codes follow the OCI distribution-spec v1.1 (`spec.md`) and image-spec.
 
 pub mod digest;
+pub mod error;
+pub mod manifest;
 pub mod name;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
+pub use error::{ErrorBody, ErrorCode, ErrorInfo};
+pub use manifest::{
+    Descriptor, Manifest, ManifestError, ManifestKind, ReferrersIndex, parse_manifest,
+};
 pub use name::{Name, NameError, Reference, Tag, UploadId};
