@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// One error code of the spec (`spec.md`, "Error Codes"), plus the few more the reference
 /// server sends (`RANGE_INVALID`, `PAGINATION_NUMBER_INVALID`, `TAG_INVALID`, `UNAVAILABLE`,
-/// `UNKNOWN`).
+/// `UNKNOWN`). Statuses are the reference server's (`registry/api/errcode`), except
+/// `BLOB_UPLOAD_INVALID`: 400, the spec's answer to a bad upload request, where the reference
+/// server says 404, which clients would read as a session that no longer exists.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     BlobUnknown,

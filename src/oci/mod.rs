@@ -1,7 +1,7 @@
 //! The OCI Distribution protocol's (Docker Registry v2's) vocabulary, shared by the v2 server
 //! and the mount's v2 backend: digests, repository names and references, manifests and
-//! descriptors, the spec's error codes and bodies, listing pagination, and the text of token
-//! auth (scopes and challenges).
+//! descriptors, the spec's error codes and bodies, listing pagination, upload ranges and header
+//! names, and the text of token auth (scopes and challenges).
 //!
 //! Everything here is pure: parsing and formatting, no I/O. Strings from the network are parsed
 //! into these newtypes once, at the edge, and storage keys for v2 content are built only from
@@ -14,6 +14,7 @@ pub mod error;
 pub mod manifest;
 pub mod name;
 pub mod pagination;
+pub mod upload;
 
 pub use auth::{Action, Challenge, Resource, Scope, ScopeError};
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
@@ -23,3 +24,4 @@ pub use manifest::{
 };
 pub use name::{Name, NameError, Reference, Tag, UploadId};
 pub use pagination::{Page, PageError, PageQuery};
+pub use upload::{ChunkRange, RangeError};
