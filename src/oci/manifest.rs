@@ -129,10 +129,14 @@ impl ManifestError {
     }
 }
 
-/// The platform a manifest of an index is built for.
+/// The platform a manifest of an index is built for. `architecture` and `os` are required by
+/// the image-spec, yet read leniently (empty when absent): an odd platform of one child must not
+/// hide the other children of an index read from another registry.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Platform {
+    #[serde(default)]
     pub architecture: String,
+    #[serde(default)]
     pub os: String,
     #[serde(
         rename = "os.version",
@@ -599,6 +603,10 @@ mod tests {
             m.manifests[0].platform.as_ref().unwrap().variant.as_deref(),
             Some("v8")
         );
+        let mut odd = v.clone();
+        odd["manifests"][0]["platform"] = json!({"architecture": "unknown"});
+        let m = parse_manifest(&bytes(&odd), None).unwrap();
+        assert_eq!(m.manifests[0].platform.as_ref().unwrap().os, "");
     }
 
     #[test]
