@@ -1,5 +1,6 @@
 //! The pieces of Docker token authentication (distribution `docs/spec/auth/token.md` and
-//! `scope.md`) that are pure text: access scopes, and the `WWW-Authenticate` challenge.
+//! `scope.md`) that are pure text: access scopes and what a token grants of them, the
+//! `WWW-Authenticate` challenge, and the token endpoint's answer.
 //!
 //! The server builds challenges and parses the scopes a client asks a token for; the mount
 //! parses other registries' challenges (quoted strings with commas and escapes inside) and
@@ -95,6 +96,116 @@ impl Scope {
         self.actions
             .iter()
             .any(|a| a == action || *a == Action::All)
+    }
+
+    /// The scope cut down to the actions the caller may do: what a token grants is the
+    /// intersection of what was asked and what is allowed. `*` asked grants every allowed
+    /// action; unknown actions are never granted.
+    pub fn restrict(&self, allowed: &[Action]) -> Scope {
+        let known = |a: &&Action| !matches!(a, Action::Other(_));
+        let actions = if self.actions.contains(&Action::All) {
+            allowed.iter().filter(known).cloned().collect()
+        } else {
+            self.actions
+                .iter()
+                .filter(known)
+                .filter(|a| allowed.contains(a) || allowed.contains(&Action::All))
+                .cloned()
+                .collect()
+        };
+        Scope {
+            resource: self.resource.clone(),
+            actions,
+        }
+    }
+
+    /// The scope as an entry of a token's `access` claim.
+    pub fn to_access(&self) -> AccessEntry {
+        let (kind, name) = match &self.resource {
+            Resource::Repository(n) => ("repository".to_string(), n.to_string()),
+            Resource::Catalog => ("registry".to_string(), "catalog".to_string()),
+            Resource::Other { kind, name } => (kind.clone(), name.clone()),
+        };
+        AccessEntry {
+            kind,
+            name,
+            actions: self
+                .actions
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+        }
+    }
+}
+
+/// One entry of a token's `access` claim, in the token spec's JSON shape:
+/// `{"type":"repository","name":"alice/app","actions":["pull","push"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessEntry {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+/// The answer of a token endpoint: `{"token","access_token","expires_in","issued_at"}`. Both
+/// token fields carry the same token (the spec keeps `access_token` for OAuth 2 clients);
+/// registries send either or both.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TokenResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Seconds the token is valid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// RFC 3339 time of issue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+}
+
+/// The token spec's lifetime for a token whose response does not say, and its minimum.
+pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 60;
+
+impl TokenResponse {
+    /// A response carrying `token` in both fields.
+    pub fn new(token: String, expires_in: u64, issued_at: String) -> Self {
+        TokenResponse {
+            token: Some(token.clone()),
+            access_token: Some(token),
+            expires_in: Some(expires_in),
+            issued_at: Some(issued_at),
+        }
+    }
+
+    /// The token to send as `Authorization: Bearer <token>`: `token`, else `access_token`.
+    pub fn bearer(&self) -> Option<&str> {
+        self.token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .or(self.access_token.as_deref().filter(|t| !t.is_empty()))
+    }
+
+    /// How long to keep the token: `expires_in`, at least the spec's 60 seconds.
+    pub fn lifetime_secs(&self) -> u64 {
+        self.expires_in
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS)
+            .max(DEFAULT_TOKEN_LIFETIME_SECS)
+    }
+}
+
+/// Never prints the token: responses end up in logs.
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |t: &Option<String>| t.as_ref().map(|_| "<redacted>");
+        f.debug_struct("TokenResponse")
+            .field("token", &redacted(&self.token))
+            .field("access_token", &redacted(&self.access_token))
+            .field("expires_in", &self.expires_in)
+            .field("issued_at", &self.issued_at)
+            .finish()
     }
 }
 
@@ -400,6 +511,54 @@ mod tests {
         );
         let dup: Scope = "repository:a:pull,pull,frob".parse().unwrap();
         assert_eq!(dup.actions, [Action::Pull, Action::Other("frob".into())]);
+    }
+
+    #[test]
+    fn a_granted_scope_is_what_was_asked_and_allowed() {
+        let asked: Scope = "repository:alice/app:pull,push,frob".parse().unwrap();
+        assert_eq!(asked.restrict(&[Action::Pull]).actions, [Action::Pull]);
+        assert_eq!(
+            asked
+                .restrict(&[Action::Pull, Action::Push, Action::Delete])
+                .actions,
+            [Action::Pull, Action::Push]
+        );
+        assert_eq!(asked.restrict(&[]).actions, []);
+        assert_eq!(
+            asked.restrict(&[Action::All]).actions,
+            [Action::Pull, Action::Push]
+        );
+        let star: Scope = "repository:a:*".parse().unwrap();
+        assert_eq!(
+            star.restrict(&[Action::Pull, Action::Other("x".into())])
+                .actions,
+            [Action::Pull]
+        );
+        let entry = asked.restrict(&[Action::Pull]).to_access();
+        assert_eq!(
+            serde_json::to_value(&entry).unwrap(),
+            serde_json::json!({"type": "repository", "name": "alice/app", "actions": ["pull"]})
+        );
+        assert_eq!(Scope::catalog().to_access().name, "catalog");
+    }
+
+    #[test]
+    fn token_responses_of_every_registry_give_their_token() {
+        let ours = TokenResponse::new("t0k".into(), 300, "2026-01-01T00:00:00Z".into());
+        let json = serde_json::to_value(&ours).unwrap();
+        assert_eq!(json["token"], "t0k");
+        assert_eq!(json["access_token"], "t0k");
+        assert_eq!(json["expires_in"], 300);
+        let only_access: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
+        assert_eq!(only_access.bearer(), Some("a"));
+        assert_eq!(only_access.lifetime_secs(), 60);
+        let empty_token: TokenResponse =
+            serde_json::from_str(r#"{"token":"","access_token":"b","expires_in":10}"#).unwrap();
+        assert_eq!(empty_token.bearer(), Some("b"));
+        assert_eq!(empty_token.lifetime_secs(), 60);
+        let none: TokenResponse = serde_json::from_str("{}").unwrap();
+        assert_eq!(none.bearer(), None);
+        assert!(!format!("{ours:?}").contains("t0k"));
     }
 
     #[test]

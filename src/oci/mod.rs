@@ -16,7 +16,7 @@ pub mod name;
 pub mod pagination;
 pub mod upload;
 
-pub use auth::{Action, Challenge, Resource, Scope, ScopeError};
+pub use auth::{AccessEntry, Action, Challenge, Resource, Scope, ScopeError, TokenResponse};
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
 pub use manifest::{
