@@ -501,6 +501,7 @@ impl ReferrersIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn d(n: u8) -> Digest {
@@ -789,5 +790,32 @@ mod tests {
         // The response is itself a valid index.
         let parsed = parse_manifest(&sigs.to_json(), Some(OCI_INDEX)).unwrap();
         assert_eq!(parsed.manifests.len(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256), ct in proptest::option::of("\\PC{0,40}")) {
+            let _ = parse_manifest(&body, ct.as_deref());
+        }
+
+        /// A valid manifest with one field replaced by any JSON value is parsed or refused,
+        /// never a panic; and what parses still has typed, non-negative descriptors.
+        #[test]
+        fn mutated_manifests_parse_or_fail_cleanly(
+            field in prop::sample::select(vec!["mediaType", "schemaVersion", "config", "layers", "manifests", "subject", "artifactType", "annotations"]),
+            value in prop_oneof![
+                Just(json!(null)), Just(json!(-1)), Just(json!(2)), Just(json!("x")), Just(json!([])),
+                Just(json!({})), Just(json!([{}])), Just(json!(OCI_INDEX)), Just(json!(DOCKER_SCHEMA1)),
+                Just(json!({"mediaType": "a/b", "digest": "sha256:00", "size": 1})),
+            ],
+        ) {
+            let mut v = image(Some(OCI_MANIFEST));
+            v[field] = value;
+            if let Ok(m) = parse_manifest(&bytes(&v), None) {
+                for d in m.required_blobs().chain(m.required_manifests()) {
+                    prop_assert!(d.digest.as_str().starts_with("sha"));
+                }
+            }
+        }
     }
 }

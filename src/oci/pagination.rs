@@ -27,7 +27,7 @@ impl PageError {
 /// The paging parameters of a listing request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageQuery {
-    /// At most this many entries; `None` means all of them.
+    /// At most this many entries; `None` means all of them, `Some(0)` none (and no `Link`).
     pub n: Option<usize>,
     /// Entries strictly after this one.
     pub last: Option<String>,
