@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod mount;
 pub mod names;
+pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -14,10 +14,14 @@
 //! ```
 //! One object per tag and per listed image keeps concurrent writers from losing each other's
 //! updates on stores without compare-and-swap: no read-modify-write of shared lists.
+//!
+//! The v2 (OCI Distribution) content lives apart, under `v2/`: see [`v2`].
 
 use std::fmt;
 
 use crate::names::{ImageId, Namespace, RepoRef, Tag, Username};
+
+pub mod v2;
 
 /// A validated storage key, `/`-separated, with no empty, `.` or `..` segments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
