@@ -663,17 +663,32 @@ async fn trace_logs_never_show_credentials_or_tokens() {
     )
     .await;
 
+    let read_logs = || {
+        let mut logs = String::new();
+        for p in [&err_path, &out_path] {
+            let mut raw = Vec::new();
+            std::fs::File::open(p)
+                .unwrap()
+                .read_to_end(&mut raw)
+                .unwrap();
+            logs.push_str(&String::from_utf8_lossy(&raw));
+        }
+        logs
+    };
+    // Lines reach stderr from a logging thread of their own: wait until the last request's
+    // access line is out before killing the server, or a loaded machine cuts the log short.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !read_logs().contains("path=\"/v1/repositories/library/logged/\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last request never reached the log: {}",
+            read_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut logs = String::new();
-    for p in [&err_path, &out_path] {
-        let mut raw = Vec::new();
-        std::fs::File::open(p)
-            .unwrap()
-            .read_to_end(&mut raw)
-            .unwrap();
-        logs.push_str(&String::from_utf8_lossy(&raw));
-    }
+    let logs = read_logs();
     assert!(
         logs.lines().count() > 20 && logs.contains("/v1/users"),
         "the log is too thin to prove anything: {logs}"
