@@ -14,20 +14,10 @@ use sha2::{Digest, Sha256};
 use warp::Filter;
 use warp::http::{HeaderMap, Method, header};
 
-use crate::common::process::MountProcess;
+use crate::common::process::{MountProcess, status_kib};
 use crate::common::{Auth, Image, TestServer, noise, runtime};
 
 const MIB: u64 = 1 << 20;
-
-/// A status field of a process, in KiB.
-pub fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
 
 /// A registry that ignores `Range`: every request is forwarded to `upstream` without its
 /// `Range` header, and the answer (a layer's whole body, 200) streamed back. Runs on its own

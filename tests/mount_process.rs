@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::process::{
-    MountProcess, STARTUP, alive, cmdline, is_mounted, wait_free, wait_until,
+    MountProcess, STARTUP, alive, cmdline, is_mounted, status_kib, wait_free, wait_until,
 };
 use crate::common::{ALICE, ALICE_PASSWORD, Auth, Client, Image, TestServer, runtime};
 
@@ -760,16 +760,6 @@ fn ending_with_an_unfinished_push_reports_it_and_exits_non_zero() {
     assert_eq!(status.code(), Some(2), "{status}\n{}", m.log());
     assert!(m.log().contains("not completely pushed"), "{}", m.log());
     assert!(!is_mounted(&m.mountpoint));
-}
-
-/// A status field of a process, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// A 1 GiB layer written into the mount after its json streams to the registry as it is

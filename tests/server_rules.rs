@@ -155,16 +155,6 @@ async fn empty_or_blank_json_bodies_are_400_on_every_json_endpoint() {
     assert_eq!(r.status, 200);
 }
 
-/// A field of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Wrong passwords in the flood.
 const FLOOD: usize = 1000;
 /// A generous ceiling on the server's peak RSS: argon2 takes 19 MiB per check in progress, so a
@@ -179,7 +169,7 @@ fn a_flood_of_wrong_passwords_keeps_memory_bounded_and_pulls_working() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::common::process::Process;
+    use crate::common::process::{Process, status_kib};
 
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regfs"));

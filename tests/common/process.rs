@@ -217,6 +217,11 @@ pub fn status_bytes(pid: u32, field: &str) -> u64 {
     kb * 1024
 }
 
+/// A `/proc/<pid>/status` field given in kB, in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    status_bytes(pid, field) / 1024
+}
+
 /// Starts the peak resident memory (`VmHWM`) of `pid` afresh from what it holds now, so a peak
 /// read later belongs to what happened in between.
 pub fn reset_peak_rss(pid: u32) {
