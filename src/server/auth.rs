@@ -128,7 +128,7 @@ fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
 pub struct TokenSigner {
     key: Vec<u8>,
     ttl_secs: i64,
-    /// The time tokens are issued at and checked against when a request does not say.
+    /// The time requests' tokens are issued at and checked against.
     clock: Clock,
 }
 
