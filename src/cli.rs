@@ -246,6 +246,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 ..Default::default()
             },
             redirect_layers: args.redirect_layers,
+            clock: crate::server::state::Clock::system(),
         })
     }
 }

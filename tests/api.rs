@@ -747,7 +747,10 @@ async fn tokens_are_scoped_to_repository_and_access() {
 #[tokio::test]
 async fn expired_tokens_are_refused() {
     let mut cfg = TestServer::config();
-    cfg.token_ttl = Duration::from_secs(1);
+    let ttl = Duration::from_secs(60);
+    cfg.token_ttl = ttl;
+    let clock = regfs::server::state::Clock::manual();
+    cfg.clock = clock.clone();
     let server = TestServer::with_config(cfg);
     let c = server.client();
     let r = c
@@ -761,7 +764,18 @@ async fn expired_tokens_are_refused() {
     let token = r.header("x-docker-token").unwrap();
     let image = Image::new("exp", 8);
     c.push_image(&image, &Auth::Token(token.clone())).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Good to the last second of its life...
+    clock.advance(ttl);
+    let r = c
+        .put(
+            "/v1/repositories/library/exp/tags/last",
+            format!("\"{}\"", image.id),
+            &Auth::Token(token.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // ...and refused after it.
+    clock.advance(Duration::from_secs(1));
     let r = c
         .put(
             "/v1/repositories/library/exp/tags/t",
@@ -1520,6 +1534,25 @@ async fn a_body_refused_unread_does_not_break_the_clients_next_request() {
     c.push_image(&img, &Auth::admin()).await;
 }
 
+/// Sets the modification time of every directory under `root` (itself included) to `age` ago,
+/// as if nothing had changed in them since.
+fn backdate_dirs(root: &std::path::Path, age: Duration) {
+    let then = std::time::SystemTime::now() - age;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            }
+        }
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn tags_listed_from_a_settled_directory_still_see_another_servers_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1544,8 +1577,9 @@ async fn tags_listed_from_a_settled_directory_still_see_another_servers_changes(
         }
     };
     set(&ca, "t1", one.id.clone()).await;
-    // Old enough for server A to keep its listing; then every change comes from B.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Old enough for server A to keep its listing (the store keeps listings of directories
+    // last changed over two seconds ago); then every change comes from B.
+    backdate_dirs(dir.path(), Duration::from_secs(60));
     for _ in 0..2 {
         assert_eq!(
             ca.get(tags, &Auth::None).await.json(),

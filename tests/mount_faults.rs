@@ -3,8 +3,8 @@
 //! and writes through it.
 //!
 //! mount_process.rs covers a graceful outage and mount_write.rs a kill of an in-process server
-//! mid-push; this adds what they leave out: a read in progress when the server dies (EIO within
-//! `--timeout`, then the same read works on the same open file), a push through the daemon
+//! mid-push; this adds what they leave out: a read in progress when the server dies (EIO, not a
+//! hang, then the same read works on the same open file), a push through the daemon
 //! cut by `kill -9` and retried, and the daemon stopped while the registry is still down. Every
 //! test ends with the daemon exiting on SIGTERM and the mountpoint released.
 
@@ -12,7 +12,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::process::{MountProcess, ServeProcess, is_mounted};
 use crate::common::{Auth, Image, noise, runtime, write_and_fsync, write_cut_short};
@@ -21,8 +21,10 @@ const ADMIN: &str = "admin";
 const PW: &str = "fault-admin-pw";
 /// The mount's `--timeout`, in seconds.
 const TIMEOUT: u64 = 2;
-/// How much later than `--timeout` an EIO may come (retries, a loaded machine).
-const SLACK: Duration = Duration::from_secs(8);
+/// How long the test waits for the reader's next report before calling it a hang: far beyond
+/// `--timeout` and its retries, so only a read that never returns trips it. How soon the EIO
+/// comes is a figure for scripts/bench.sh (`mount-outage`), not an assertion here.
+const HANG: Duration = Duration::from_secs(90);
 
 /// The storage and log directories of one test's `regfs serve` processes.
 struct Registry {
@@ -102,12 +104,8 @@ fn image(seed: &str, len: usize) -> Image {
 enum Report {
     /// Read the first 4 MiB, all as pushed, and waits.
     Paused,
-    /// A read at `offset` failed with `errno` after `took`.
-    Failed {
-        offset: usize,
-        errno: Option<i32>,
-        took: Duration,
-    },
+    /// A read at `offset` failed with `errno`.
+    Failed { offset: usize, errno: Option<i32> },
     /// Reached the end without an error.
     Finished,
     /// The rest, from the failed offset on, read back exact on the same open file.
@@ -141,7 +139,6 @@ fn a_read_in_progress_when_the_server_is_killed_fails_with_eio_then_resumes() {
         go_rx.recv().unwrap();
         // The server is gone: read on until a read fails.
         loop {
-            let t = Instant::now();
             match f.read(&mut buf) {
                 Ok(0) => {
                     report_tx.send(Report::Finished).unwrap();
@@ -152,15 +149,8 @@ fn a_read_in_progress_when_the_server_is_killed_fails_with_eio_then_resumes() {
                     offset += n;
                 }
                 Err(e) => {
-                    let took = t.elapsed();
                     let errno = e.raw_os_error();
-                    report_tx
-                        .send(Report::Failed {
-                            offset,
-                            errno,
-                            took,
-                        })
-                        .unwrap();
+                    report_tx.send(Report::Failed { offset, errno }).unwrap();
                     break;
                 }
             }
@@ -177,7 +167,7 @@ fn a_read_in_progress_when_the_server_is_killed_fails_with_eio_then_resumes() {
     });
     let next = |what: &str| {
         report
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(HANG)
             .unwrap_or_else(|_| panic!("no report ({what})"))
     };
 
@@ -185,15 +175,8 @@ fn a_read_in_progress_when_the_server_is_killed_fails_with_eio_then_resumes() {
     server.kill_9();
     go.send(()).unwrap();
     match next("failed") {
-        Report::Failed {
-            offset,
-            errno,
-            took,
-        } => {
-            assert_eq!(errno, Some(libc::EIO), "at {offset}");
-            let limit = Duration::from_secs(TIMEOUT) + SLACK;
-            assert!(took < limit, "EIO after {took:?}, limit {limit:?}");
-        }
+        // An EIO rather than a hang (which `next` turns into a failure) or a clean end.
+        Report::Failed { offset, errno } => assert_eq!(errno, Some(libc::EIO), "at {offset}"),
         other => panic!("the read went on without the server: {other:?}"),
     }
     assert!(is_mounted(&m.mountpoint), "the mount stays up");

@@ -14,6 +14,7 @@ use warp::http::header::AUTHORIZATION;
 
 use super::error::ApiError;
 use super::routes::AuthClass;
+use super::state::Clock;
 use crate::names::RepoRef;
 use crate::registry::{Account, Registry};
 
@@ -127,6 +128,8 @@ fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
 pub struct TokenSigner {
     key: Vec<u8>,
     ttl_secs: i64,
+    /// The time requests' tokens are issued at and checked against.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -142,7 +145,18 @@ impl TokenSigner {
         TokenSigner {
             key: secret.to_vec(),
             ttl_secs,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same signer, telling the time by `clock`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        TokenSigner { clock, ..self }
+    }
+
+    /// The present by this signer's clock, in seconds since the epoch.
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
     }
 
     fn mac(&self, repo: &str, access: &str, expires: i64) -> Vec<u8> {
@@ -223,7 +237,7 @@ pub async fn resolve_caller(
     match credentials(headers) {
         // `PUT .../auth` asks whether a token is valid: one that is not is its answer (403).
         Credentials::Token(token) if class == AuthClass::TokenCheck => {
-            Ok(match signer.verify(&token, crate::server::now_unix()) {
+            Ok(match signer.verify(&token, signer.now()) {
                 Some(grant) => Caller::Token(grant),
                 None => Caller::Anonymous,
             })
@@ -235,7 +249,7 @@ pub async fn resolve_caller(
                 None => Err(ApiError::Unauthorized { index }),
             }
         }
-        Credentials::Token(token) => match signer.verify(&token, crate::server::now_unix()) {
+        Credentials::Token(token) => match signer.verify(&token, signer.now()) {
             Some(grant) => Ok(Caller::Token(grant)),
             None => Err(ApiError::Unauthorized { index }),
         },

@@ -50,6 +50,9 @@ pub struct ServeConfig {
     /// Answer layer GETs with a redirect to a presigned URL of the store (S3 only), so the
     /// bytes go from the store to the client without passing through the server.
     pub redirect_layers: bool,
+    /// The time tokens are issued at and checked against: the system's, except in tests of
+    /// expiry.
+    pub clock: state::Clock,
 }
 
 impl ServeConfig {
@@ -67,6 +70,7 @@ impl ServeConfig {
             max_uploads: 64,
             timeouts: listen::Timeouts::default(),
             redirect_layers: false,
+            clock: state::Clock::system(),
         }
     }
 }
@@ -185,7 +189,7 @@ pub async fn bind_with_store(
     })?;
     let state = AppState {
         registry,
-        signer: auth::TokenSigner::new(&secret, ttl),
+        signer: auth::TokenSigner::new(&secret, ttl).with_clock(config.clock.clone()),
         public_host: addr.to_string(),
         uploads: state::UploadSlots::new(config.max_uploads),
         timeouts: config.timeouts,

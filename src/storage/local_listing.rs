@@ -131,18 +131,31 @@ mod tests {
         s
     }
 
+    /// Sets `dir`'s modification time to `age` ago, as if it had not changed since.
+    fn backdate(dir: &Path, age: Duration) {
+        let then = SystemTime::now() - age;
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+
     #[test]
     fn a_fresh_directory_is_not_settled_and_a_change_changes_its_stamp() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(!stamp(dir.path()).unwrap().settled, "just created");
+        // Last changed a minute ago: settled. A change now then has a later time whatever the
+        // filesystem's timestamp step.
+        backdate(dir.path(), Duration::from_secs(60));
         let before = stamp(dir.path()).unwrap();
-        assert!(!before.settled, "just created");
-        std::thread::sleep(Duration::from_millis(20));
+        assert!(before.settled, "unchanged for a minute");
         std::fs::write(dir.path().join("t"), b"x").unwrap();
         let after = stamp(dir.path()).unwrap();
         assert_ne!(
             (before.mtime_ns, before.ctime_ns),
             (after.mtime_ns, after.ctime_ns)
         );
+        assert!(!after.settled, "just changed");
         assert!(
             stamp(&dir.path().join("t")).is_none(),
             "a file is no directory"

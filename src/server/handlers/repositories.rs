@@ -13,7 +13,7 @@ use crate::server::auth::{Access, Caller};
 use crate::server::error::ApiError;
 use crate::server::routes::Request;
 use crate::server::state::AppState;
-use crate::server::{now_unix, parse_json, reply};
+use crate::server::{parse_json, reply};
 use crate::v1::{self, ImageEntry, TagInfo};
 
 /// An entry of a pushed image list; Docker adds `Tag` and other keys, which are ignored.
@@ -55,7 +55,7 @@ fn with_token(
     if !wants {
         return res;
     }
-    let token = state.signer.issue(repo, access, now_unix());
+    let token = state.signer.issue(repo, access, state.signer.now());
     let h = res.headers_mut();
     reply::set(h, v1::HEADER_TOKEN, &token);
     reply::set(
