@@ -23,11 +23,13 @@
 //!   is never concatenated.
 
 mod blobs;
+mod manifests;
 mod uploads;
 
 use crate::oci::{Digest, ErrorCode, ManifestError};
 use crate::storage::{BlobStore, Key, StorageError};
 
+pub use manifests::{ListPage, ManifestContent, ManifestInfo, PutManifest, TagPage};
 pub use uploads::UploadStatus;
 
 use super::Registry;
