@@ -332,6 +332,15 @@ impl V2<'_> {
     /// since), including chunks left without a state by an interrupted cancel; returns how many
     /// sessions were removed. For `regfs gc` and the server's periodic clean-up.
     pub async fn remove_abandoned_uploads(&self, idle: Duration) -> Result<usize> {
+        let cutoff = SystemTime::now()
+            .checked_sub(idle)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.remove_uploads_idle_since(cutoff).await
+    }
+
+    /// Removes every upload session with nothing written since `cutoff`. A session whose last
+    /// write is stamped after it (recent, or ahead by another instance's clock) stays.
+    pub async fn remove_uploads_idle_since(&self, cutoff: SystemTime) -> Result<usize> {
         let store = self.store();
         let mut last_activity: HashMap<UploadId, SystemTime> = HashMap::new();
         for (key, info) in store.list_with_info(&keys::uploads()).await? {
@@ -343,12 +352,9 @@ impl V2<'_> {
                 *entry = info.last_modified;
             }
         }
-        let now = SystemTime::now();
         let mut removed = 0;
         for (id, at) in last_activity {
-            // A time in the future (clock skew between instances) is not idle.
-            let idle_for = now.duration_since(at).unwrap_or(Duration::ZERO);
-            if idle_for > idle {
+            if at < cutoff {
                 self.remove_session(&id).await?;
                 tracing::info!(upload = %id, "removed an abandoned upload");
                 removed += 1;
@@ -573,6 +579,44 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, V2Error::TooLarge { .. }));
+    }
+
+    #[tokio::test]
+    async fn abandoned_sessions_are_removed_and_recent_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            memory_store(),
+            crate::storage::open(&crate::storage::StorageConfig::Local(dir.path().into())).unwrap(),
+        ] {
+            let reg = registry(&store);
+            let v2 = reg.v2();
+            let repo = name("a");
+            let id = v2.start_upload(&repo).await.unwrap();
+            v2.append_chunk(&repo, &id, None, None, body(&[b"abc"]))
+                .await
+                .unwrap();
+            let empty = v2.start_upload(&repo).await.unwrap();
+            // Chunks whose state is gone (a cancel cut off half-way).
+            let orphan = UploadId::new_random();
+            store
+                .put(&keys::upload_part(&orphan, 0), Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+            let hour = Duration::from_secs(3600);
+            assert_eq!(v2.remove_abandoned_uploads(hour).await.unwrap(), 0);
+            assert_eq!(v2.upload_status(&repo, &id).await.unwrap().offset, 3);
+            let past = SystemTime::now() - hour;
+            assert_eq!(v2.remove_uploads_idle_since(past).await.unwrap(), 0);
+            let future = SystemTime::now() + hour;
+            assert_eq!(v2.remove_uploads_idle_since(future).await.unwrap(), 3);
+            assert!(store.list(&keys::uploads()).await.unwrap().is_empty());
+            for gone in [&id, &empty] {
+                assert!(matches!(
+                    v2.upload_status(&repo, gone).await,
+                    Err(V2Error::UploadUnknown)
+                ));
+            }
+        }
     }
 
     /// Finishing reads chunks as streams: a blob of several store-sized parts comes out whole.
