@@ -42,25 +42,29 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// A request body failing is the client's connection breaking: the upload is cut off.
+fn cut_off<E: std::fmt::Display>(e: E) -> V2Error {
+    V2Error::Interrupted(e.to_string())
+}
+
 /// Streams `body` into `upload` (when there is one) and `hasher`, refusing more than `limit`
-/// bytes in all. Returns the bytes streamed. The caller aborts the upload on error.
+/// bytes in all; a failure of `body` is mapped by `fail` (a client cut off, or the store).
+/// Returns the bytes streamed. The caller aborts the upload on error.
 async fn pump<S, B, E>(
     body: S,
     mut upload: Option<&mut Box<dyn Upload>>,
     mut hasher: Option<&mut DigestHasher>,
     limit: u64,
+    fail: impl Fn(E) -> V2Error,
 ) -> Result<u64>
 where
     S: Stream<Item = std::result::Result<B, E>> + Send,
     B: Into<Bytes>,
-    E: std::fmt::Display,
 {
     let mut body = std::pin::pin!(body);
     let mut size: u64 = 0;
     while let Some(chunk) = body.next().await {
-        let chunk: Bytes = chunk
-            .map_err(|e| V2Error::Interrupted(e.to_string()))?
-            .into();
+        let chunk: Bytes = chunk.map_err(&fail)?.into();
         size = size.saturating_add(chunk.len() as u64);
         if size > limit {
             return Err(V2Error::TooLarge { limit });
@@ -167,7 +171,7 @@ impl V2<'_> {
             .store()
             .upload(&keys::upload_part(id, state.offset))
             .await?;
-        let written = match pump(body, Some(&mut upload), None, limit).await {
+        let written = match pump(body, Some(&mut upload), None, limit, cut_off).await {
             Ok(n) => n,
             Err(e) => {
                 abort(upload).await;
@@ -268,9 +272,20 @@ impl V2<'_> {
                 return Err(V2Error::UploadInvalid(format!("empty chunk at {at}")));
             }
             let size = part.info.size;
-            let n = pump(part.stream, upload.as_deref_mut(), Some(&mut *hasher), size).await?;
+            let n = pump(
+                part.stream,
+                upload.as_deref_mut(),
+                Some(&mut *hasher),
+                size,
+                V2Error::Storage,
+            )
+            .await?;
             if n != size {
-                return Err(V2Error::UploadInvalid(format!("chunk at {at} changed")));
+                // The store returned fewer bytes than it holds: its failure, not the client's.
+                return Err(V2Error::Storage(StorageError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("chunk at {at} read back as {n} of {size} bytes"),
+                ))));
             }
             at += size;
         }
@@ -303,6 +318,7 @@ impl V2<'_> {
             upload.as_mut(),
             Some(&mut hasher),
             self.max_blob_size(),
+            cut_off,
         )
         .await;
         let result = result.and_then(|n| {
