@@ -13,7 +13,7 @@
 //!   digest the client named; the repository link is written after it, so a link never names a
 //!   missing or wrong blob. A manifest's bytes, its revision link, its referrer entry, the
 //!   catalog marker and its tag are written in that order, each an object of its own: a crash
-//!   between two leaves only unreachable data, which `regfs gc` reclaims.
+//!   between two leaves only unreachable data, left for `regfs gc` to reclaim.
 //! - **Bounded memory.** Blobs and chunks stream through; finishing an upload reads its chunks
 //!   one after the other as streams. Only manifests (at most `MAX_MANIFEST_SIZE`) and small
 //!   records are read whole.
