@@ -38,6 +38,9 @@ mod fs;
 /// The server and the mount's logic over a store that fails, stalls and cuts reads on purpose.
 mod faults;
 
+/// The v2 registry logic (uploads, blobs, manifests) over a store that fails on purpose.
+mod v2_store;
+
 /// The disk cache (`--cache-dir`): filled by reads, read back across filesystems, bounded, one
 /// owner per directory; with `fuse-tests`, also through a real remount.
 mod disk_cache;

@@ -9,6 +9,7 @@
 mod images;
 mod repos;
 mod users;
+pub mod v2;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
