@@ -1,4 +1,4 @@
-//! A typed client of the v1 API, used by the mount. It shares names and JSON shapes with the
+//! A typed client of the v1 API, used by the mount as its v1 [`RegistryBackend`]. It shares names and JSON shapes with the
 //! server ([`crate::names`], [`crate::v1`]), so the two cannot disagree on what a valid tag or a
 //! search result is.
 //!
@@ -20,55 +20,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 
+pub use crate::mount::backend::{BackendError as ClientError, ImageInfo, ListedTag};
+use crate::mount::backend::{LayerBody, RegistryBackend};
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::v1;
 
-/// Why a registry call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    #[error("not found")]
-    NotFound,
-    #[error("authentication required or refused")]
-    Unauthorized,
-    #[error("permission denied")]
-    Forbidden,
-    #[error("already exists")]
-    Conflict,
-    #[error("refused by the registry: {0}")]
-    Refused(String),
-    #[error("registry error {0}")]
-    Server(u16),
-    #[error("registry unreachable: {0}")]
-    Transport(String),
-    #[error("registry did not answer in time")]
-    Timeout,
-    #[error("unexpected answer from the registry: {0}")]
-    Protocol(String),
-}
-
-impl ClientError {
-    fn retryable(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Server(_) | ClientError::Transport(_) | ClientError::Timeout
-        )
-    }
-}
-
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// What the registry says of a complete image.
-#[derive(Debug, Clone)]
-pub struct ImageInfo {
-    /// The image json, verbatim.
-    pub json: Bytes,
-    /// Layer size in bytes (`X-Docker-Size`).
-    pub layer_size: u64,
-    /// The parent id from the json, if any.
-    pub parent: Option<ImageId>,
-    /// The json's `created` time, if it parses.
-    pub created: Option<std::time::SystemTime>,
-}
 
 /// Largest JSON answer read whole (a listing of many tags or repositories).
 const JSON_LIMIT: usize = 64 * 1024 * 1024;
@@ -79,14 +36,6 @@ pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Most whole layer bodies kept open at once, and how long one may wait for its next block.
 const WHOLE_BODIES_KEPT: usize = 8;
 const WHOLE_BODY_IDLE: Duration = Duration::from_secs(10);
-
-/// A tag as the registry lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedTag {
-    pub id: ImageId,
-    /// When the tag last changed, from registries that say ([`v1::TAGS_WITH_TIMES`]).
-    pub updated: Option<SystemTime>,
-}
 
 /// Settings of a client.
 #[derive(Debug, Clone)]
@@ -703,6 +652,100 @@ impl RegistryClient {
             Some(body),
         )
         .await
+    }
+}
+
+/// The v1 protocol over HTTP, as the mount's backend: each call is the inherent method of the
+/// same name.
+#[async_trait::async_trait]
+impl RegistryBackend for RegistryClient {
+    fn location(&self) -> &str {
+        self.base_url()
+    }
+
+    fn user(&self) -> Option<&str> {
+        RegistryClient::user(self)
+    }
+
+    fn has_credentials(&self) -> bool {
+        RegistryClient::has_credentials(self)
+    }
+
+    async fn check_access(&self, limit: Duration) -> Result<()> {
+        RegistryClient::check_access(self, limit).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        RegistryClient::ping(self).await
+    }
+
+    async fn repositories(&self) -> Result<Vec<RepoRef>> {
+        RegistryClient::repositories(self).await
+    }
+
+    async fn search(&self, term: &str) -> Result<Vec<v1::SearchResult>> {
+        RegistryClient::search(self, term).await
+    }
+
+    async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<Tag, ListedTag>> {
+        RegistryClient::tags(self, repo).await
+    }
+
+    async fn repo_images(&self, repo: &RepoRef) -> Result<Vec<ImageId>> {
+        RegistryClient::repo_images(self, repo).await
+    }
+
+    async fn image(&self, id: &ImageId) -> Result<ImageInfo> {
+        RegistryClient::image(self, id).await
+    }
+
+    async fn ancestry(&self, id: &ImageId) -> Result<Vec<ImageId>> {
+        RegistryClient::ancestry(self, id).await
+    }
+
+    async fn layer_range_into(
+        &self,
+        id: &ImageId,
+        range: Range<u64>,
+        buf: Option<BytesMut>,
+    ) -> Result<Bytes> {
+        RegistryClient::layer_range_into(self, id, range, buf).await
+    }
+
+    async fn local_layer_file(&self, id: &ImageId) -> Option<std::fs::File> {
+        RegistryClient::local_layer_file(self, id).await
+    }
+
+    async fn create_repo(&self, repo: &RepoRef) -> Result<()> {
+        RegistryClient::create_repo(self, repo).await
+    }
+
+    async fn delete_repo(&self, repo: &RepoRef) -> Result<()> {
+        RegistryClient::delete_repo(self, repo).await
+    }
+
+    async fn put_tag(&self, repo: &RepoRef, tag: &Tag, id: &ImageId) -> Result<()> {
+        RegistryClient::put_tag(self, repo, tag, id).await
+    }
+
+    async fn delete_tag(&self, repo: &RepoRef, tag: &Tag) -> Result<()> {
+        RegistryClient::delete_tag(self, repo, tag).await
+    }
+
+    async fn add_repo_images(&self, repo: &RepoRef, ids: &[ImageId]) -> Result<()> {
+        RegistryClient::add_repo_images(self, repo, ids).await
+    }
+
+    async fn put_image_json(&self, id: &ImageId, json: Bytes) -> Result<()> {
+        RegistryClient::put_image_json(self, id, json).await
+    }
+
+    async fn put_layer(&self, id: &ImageId, body: LayerBody) -> Result<()> {
+        RegistryClient::put_layer(self, id, reqwest::Body::wrap_stream(body)).await
+    }
+
+    async fn put_checksum(&self, id: &ImageId, payload: &str) -> Result<()> {
+        RegistryClient::put_checksum(self, id, payload).await
     }
 }
 

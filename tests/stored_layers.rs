@@ -36,7 +36,7 @@ fn new_fs(url: &str, store: Arc<dyn BlobStore>, passthrough: bool) -> RegistryFs
         block_size: 64 * 1024,
         ..FsConfig::default()
     };
-    let fs = RegistryFs::new(in_process_client(url, registry), config);
+    let fs = RegistryFs::new(Arc::new(in_process_client(url, registry)), config);
     fs.set_passthrough(passthrough);
     fs
 }
@@ -156,7 +156,7 @@ async fn in_process_layer_reads_match_http_and_need_no_server() {
 
     // Through the filesystem: looked up while the server ran, read after it stopped.
     let fs = RegistryFs::new(
-        in_process_client(&server.url, registry),
+        Arc::new(in_process_client(&server.url, registry)),
         FsConfig {
             block_size: 64 * 1024,
             ..FsConfig::default()

@@ -1,5 +1,5 @@
 //! The filesystem logic, with no FUSE types: lookup, getattr, readdir, readlink, open, read,
-//! release over the registry client. The FUSE adapter (`fuse.rs`) only translates; everything
+//! release over a [`RegistryBackend`]. The FUSE adapter (`fuse.rs`) only translates; everything
 //! here is tested without a kernel mount.
 //!
 //! Every failed change is recorded once here, with the operation and the mount-relative path:
@@ -25,7 +25,7 @@ use super::tree::{self, ImageFile, Kind, Node, child_path};
 mod passthrough;
 mod push;
 mod write;
-use crate::client::{ClientError, ImageInfo, ListedTag, RegistryClient};
+use super::backend::{BackendError, ImageInfo, ListedTag, RegistryBackend};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
 pub use passthrough::Passthrough;
 
@@ -170,7 +170,8 @@ struct Handle {
 /// The registry as a filesystem.
 #[derive(Debug)]
 pub struct RegistryFs {
-    client: RegistryClient,
+    /// The registry, whatever speaks to it (chosen once at mount).
+    backend: Arc<dyn RegistryBackend>,
     config: FsConfig,
     started: SystemTime,
     inodes: InodeTable,
@@ -231,20 +232,20 @@ pub struct DirSnapshot {
 }
 
 /// "Not found" from the registry, or an image still being pushed, is ENOENT for a reader.
-fn absent(e: ClientError) -> FsError {
+fn absent(e: BackendError) -> FsError {
     match e {
-        ClientError::NotFound | ClientError::Refused(_) => FsError::NotFound,
+        BackendError::NotFound | BackendError::Refused(_) => FsError::NotFound,
         other => FsError::Registry(other),
     }
 }
 
 impl RegistryFs {
-    pub fn new(client: RegistryClient, config: FsConfig) -> Self {
-        Self::with_clock(client, config, Clock::system())
+    pub fn new(backend: Arc<dyn RegistryBackend>, config: FsConfig) -> Self {
+        Self::with_clock(backend, config, Clock::system())
     }
 
     /// A filesystem whose cached facts expire by `clock` (tests pass a [`Clock::manual`]).
-    pub fn with_clock(client: RegistryClient, config: FsConfig, clock: Clock) -> Self {
+    pub fn with_clock(backend: Arc<dyn RegistryBackend>, config: FsConfig, clock: Clock) -> Self {
         // Images never change once complete: cache their metadata for a day, in a large map.
         let forever = IMMUTABLE_TTL;
         // Blocks get three quarters of the budget: the rest is for what the process holds
@@ -255,7 +256,7 @@ impl RegistryFs {
             match DiskCache::open(
                 dir,
                 config.cache_dir_size,
-                config.cache_scope.as_deref().unwrap_or(client.base_url()),
+                config.cache_scope.as_deref().unwrap_or(backend.location()),
                 config.block_size,
                 // Blocks on their way to disk are mostly still in memory too; a sixteenth of
                 // the budget bounds the rest.
@@ -289,7 +290,7 @@ impl RegistryFs {
             clock,
             pending_namespaces: Mutex::new(BTreeSet::new()),
             pending_images: Mutex::new(HashMap::new()),
-            client,
+            backend,
             started: SystemTime::now(),
             inodes: InodeTable::default(),
             blocks,
@@ -309,8 +310,9 @@ impl RegistryFs {
         }
     }
 
-    pub fn client(&self) -> &RegistryClient {
-        &self.client
+    /// The registry this filesystem shows.
+    pub fn backend(&self) -> &Arc<dyn RegistryBackend> {
+        &self.backend
     }
 
     pub fn read_only(&self) -> bool {
@@ -416,7 +418,7 @@ impl RegistryFs {
                         return Ok(Arc::new(info));
                     }
                 }
-                let info = self.client.image(id).await.map_err(absent)?;
+                let info = self.backend.image(id).await.map_err(absent)?;
                 if let Some(disk) = &self.disk {
                     disk.store_image(id, &info);
                 }
@@ -433,7 +435,7 @@ impl RegistryFs {
                         return Ok(Arc::new(ids));
                     }
                 }
-                let ids = self.client.ancestry(id).await.map_err(absent)?;
+                let ids = self.backend.ancestry(id).await.map_err(absent)?;
                 if let Some(disk) = &self.disk {
                     disk.store_ancestry(id, &ids);
                 }
@@ -445,7 +447,7 @@ impl RegistryFs {
     async fn repositories(&self) -> Result<Arc<Vec<RepoRef>>> {
         self.repos
             .get_or_fetch(&(), async {
-                Ok(Arc::new(self.client.repositories().await?))
+                Ok(Arc::new(self.backend.repositories().await?))
             })
             .await
     }
@@ -453,7 +455,7 @@ impl RegistryFs {
     async fn repo_tags(&self, repo: &RepoRef) -> Result<Arc<BTreeMap<Tag, ListedTag>>> {
         self.tags
             .get_or_fetch(repo, async {
-                self.client.tags(repo).await.map(Arc::new).map_err(absent)
+                self.backend.tags(repo).await.map(Arc::new).map_err(absent)
             })
             .await
     }
@@ -461,7 +463,7 @@ impl RegistryFs {
     async fn repo_image_list(&self, repo: &RepoRef) -> Result<Arc<Vec<ImageId>>> {
         self.repo_images
             .get_or_fetch(repo, async {
-                self.client
+                self.backend
                     .repo_images(repo)
                     .await
                     .map(Arc::new)
@@ -474,7 +476,7 @@ impl RegistryFs {
         let key = term.to_string();
         self.search
             .get_or_fetch(&key, async {
-                let results = self.client.search(term).await?;
+                let results = self.backend.search(term).await?;
                 let mut out = String::new();
                 for r in results {
                     out.push_str(&r.name);
@@ -1038,7 +1040,7 @@ impl RegistryFs {
         // by whole blocks; its block and the window behind it follow in the background, so
         // these bytes end up cached too.
         if first && !self.blocks.is_local(id, first_block) {
-            let data = self.client.layer_range(id, range).await;
+            let data = self.backend.layer_range(id, range).await;
             self.prefetch(id, layer_size, first_block..=first_block);
             self.prefetch(id, layer_size, ahead);
             return data.map_err(FsError::from);
@@ -1049,7 +1051,7 @@ impl RegistryFs {
         if first_block == last_block {
             let block = self
                 .blocks
-                .block(&self.client, id, layer_size, first_block)
+                .block(&self.backend, id, layer_size, first_block)
                 .await?;
             let start = (range.start - first_block * bs) as usize;
             let end = (range.end - first_block * bs) as usize;
@@ -1062,7 +1064,7 @@ impl RegistryFs {
         for index in first_block..=last_block {
             let block = self
                 .blocks
-                .block(&self.client, id, layer_size, index)
+                .block(&self.backend, id, layer_size, index)
                 .await?;
             let block_start = index * bs;
             let start = range.start.max(block_start) - block_start;
@@ -1079,7 +1081,7 @@ impl RegistryFs {
     fn prefetch(&self, id: &ImageId, layer_size: u64, blocks: std::ops::RangeInclusive<u64>) {
         for index in blocks {
             if !self.blocks.is_present(id, index) {
-                drop(self.blocks.block(&self.client, id, layer_size, index));
+                drop(self.blocks.block(&self.backend, id, layer_size, index));
             }
         }
     }
@@ -1138,7 +1140,7 @@ impl RegistryFs {
 
 fn slice(block: &Bytes, start: usize, end: usize) -> Result<Bytes> {
     if start > end || end > block.len() {
-        return Err(FsError::Registry(ClientError::Protocol(
+        return Err(FsError::Registry(BackendError::Protocol(
             "layer shorter than its size".into(),
         )));
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
+use crate::mount::backend::BackendError;
 use crate::mount::tree::{ImageFile, Kind, Node};
 use crate::names::{ImageId, RepoRef, Tag};
 
@@ -115,9 +116,9 @@ impl RegistryFs {
         if self.config.read_only {
             return Err(FsError::ReadOnly);
         }
-        if !self.client.has_credentials() {
+        if !self.backend.has_credentials() {
             // Known before asking: the registry would answer 401.
-            return Err(FsError::Registry(crate::client::ClientError::Unauthorized));
+            return Err(FsError::Registry(BackendError::Unauthorized));
         }
         Ok(())
     }
@@ -430,12 +431,12 @@ impl RegistryFs {
 
     /// Sets a tag and keeps the repository's image list in step with the image's ancestry.
     async fn set_tag(&self, repo: &RepoRef, tag: &Tag, id: &ImageId) -> Result<()> {
-        let ancestry = self.client.ancestry(id).await.map_err(|e| match e {
-            crate::client::ClientError::NotFound => FsError::Invalid("no such complete image"),
+        let ancestry = self.backend.ancestry(id).await.map_err(|e| match e {
+            BackendError::NotFound => FsError::Invalid("no such complete image"),
             other => FsError::Registry(other),
         })?;
-        self.client.put_tag(repo, tag, id).await?;
-        self.client.add_repo_images(repo, &ancestry).await?;
+        self.backend.put_tag(repo, tag, id).await?;
+        self.backend.add_repo_images(repo, &ancestry).await?;
         Ok(())
     }
 
@@ -526,7 +527,7 @@ impl RegistryFs {
                 if self.repo_tags(repo).await.is_ok() {
                     return Err(FsError::Exists);
                 }
-                self.client.create_repo(repo).await?;
+                self.backend.create_repo(repo).await?;
                 self.repos.remove(&());
                 self.invalidate_repo(repo);
                 lock(&self.pending_namespaces).remove(&repo.namespace);
@@ -573,7 +574,7 @@ impl RegistryFs {
         match &node {
             Node::Tag(repo, tag) => {
                 self.check_writable()?;
-                let result = self.client.delete_tag(repo, tag).await;
+                let result = self.backend.delete_tag(repo, tag).await;
                 self.invalidate_repo(repo);
                 result.map_err(FsError::from)
             }
@@ -613,7 +614,7 @@ impl RegistryFs {
                 if !self.repo_tags(repo).await?.is_empty() {
                     return Err(FsError::NotEmpty);
                 }
-                let result = self.client.delete_repo(repo).await;
+                let result = self.backend.delete_repo(repo).await;
                 self.repos.remove(&());
                 self.invalidate_repo(repo);
                 result.map_err(FsError::from)
@@ -703,7 +704,7 @@ impl RegistryFs {
         self.set_tag(&to_repo, &to_tag, &id).await?;
         self.invalidate_repo(&to_repo);
         if (from_repo, from_tag) != (&to_repo, &to_tag) {
-            self.client.delete_tag(from_repo, from_tag).await?;
+            self.backend.delete_tag(from_repo, from_tag).await?;
         }
         self.invalidate_repo(from_repo);
         Ok(())
