@@ -21,6 +21,9 @@ use futures::stream::BoxStream;
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::v1::SearchResult;
 
+#[cfg(feature = "fault-injection")]
+pub mod fake;
+
 /// Why a registry call failed, whatever the protocol: what the filesystem (and its errno
 /// mapping) needs to tell apart.
 #[derive(Debug, Clone, thiserror::Error)]
