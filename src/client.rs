@@ -4,8 +4,8 @@
 //!
 //! One pooled `reqwest::Client` serves every call (keep-alive, parallel connections for ranged
 //! reads). Idempotent reads are retried with exponential back-off on connection errors and 5xx,
-//! within the overall `timeout`, so a registry that blinks does not fail a `cat`. Layer reads
-//! of the registry this process serves itself (the embedded default) skip HTTP altogether.
+//! within the overall `timeout`, so a registry that blinks does not fail a `cat`. (Layer reads
+//! of the registry this process serves itself skip HTTP: see the mount's embedded backend.)
 //!
 //! Memory stays bounded whatever the registry sends: a layer GET answered whole (a registry
 //! that ignores `Range`) is streamed through, keeping only the window asked for, and the body
@@ -55,9 +55,6 @@ pub struct RegistryClient {
     http: reqwest::Client,
     credentials: Option<(String, String)>,
     timeout: Duration,
-    /// The registry this process serves at `base` (the embedded default), whose layer bytes
-    /// are read directly rather than through a socket to ourselves.
-    local: Option<crate::registry::Registry>,
     /// Layer bodies a registry that ignores `Range` sent whole, open where the last block
     /// read from them ended.
     whole: Arc<WholeBodies>,
@@ -77,30 +74,13 @@ impl RegistryClient {
             http,
             credentials: config.credentials,
             timeout: config.timeout,
-            local: None,
             whole: Arc::default(),
         })
     }
 
-    /// Reads layers straight from `registry`, which must be the one this process serves at
-    /// this client's URL: the same bytes and the same errors as over HTTP (reads are public),
-    /// without the server's and our copies through a loopback socket; on a local directory,
-    /// [`Self::local_layer_file`] gives the stored files themselves.
-    pub fn with_local_layers(mut self, registry: crate::registry::Registry) -> Self {
-        self.local = Some(registry);
-        self
-    }
-
-    /// The stored file of complete image `id`'s layer in the registry this process serves, on
-    /// a local directory; `None` for any other registry or store.
-    pub async fn local_layer_file(&self, id: &ImageId) -> Option<std::fs::File> {
-        match self.local.as_ref()?.layer_file(id).await {
-            Ok(file) => file,
-            Err(error) => {
-                tracing::debug!(%id, %error, "no stored layer file");
-                None
-            }
-        }
+    /// Longest time one call may take, retries included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The registry's URL, without a trailing slash.
@@ -367,15 +347,7 @@ impl RegistryClient {
         let mut buf = buf.unwrap_or_default();
         loop {
             let into = std::mem::take(&mut buf);
-            let got = match &self.local {
-                Some(registry) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    tokio::time::timeout(left, local_range(registry, id, range.clone(), into))
-                        .await
-                        .unwrap_or(Err(ClientError::Timeout))
-                }
-                None => self.http_range(id, &range, into, deadline).await,
-            };
+            let got = self.http_range(id, &range, into, deadline).await;
             match got {
                 Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
@@ -712,10 +684,6 @@ impl RegistryBackend for RegistryClient {
         RegistryClient::layer_range_into(self, id, range, buf).await
     }
 
-    async fn local_layer_file(&self, id: &ImageId) -> Option<std::fs::File> {
-        RegistryClient::local_layer_file(self, id).await
-    }
-
     async fn create_repo(&self, repo: &RepoRef) -> Result<()> {
         RegistryClient::create_repo(self, repo).await
     }
@@ -799,7 +767,7 @@ async fn read_error_body(mut res: reqwest::Response) -> Bytes {
 
 /// The error of a failed status, where the status alone tells it (else the registry's
 /// message does: [`ClientError::Refused`]).
-fn status_error(status: StatusCode) -> Option<ClientError> {
+pub(crate) fn status_error(status: StatusCode) -> Option<ClientError> {
     Some(match status {
         StatusCode::NOT_FOUND => ClientError::NotFound,
         StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
@@ -808,40 +776,6 @@ fn status_error(status: StatusCode) -> Option<ClientError> {
         s if s.is_server_error() => ClientError::Server(s.as_u16()),
         _ => return None,
     })
-}
-
-/// Bytes `range` of layer `id` from a registry in this process, into `buf`. A store failure
-/// part-way is an error, as a cut-off HTTP body is.
-async fn local_range(
-    registry: &crate::registry::Registry,
-    id: &ImageId,
-    range: Range<u64>,
-    mut buf: BytesMut,
-) -> Result<Bytes> {
-    use futures::StreamExt;
-    let want = (range.end - range.start) as usize;
-    // The error the server would have answered with, as this client would have read it.
-    let refused = |e: crate::registry::RegistryError| {
-        let api = crate::server::error::ApiError::from(e);
-        status_error(api.status()).unwrap_or_else(|| ClientError::Refused(api.to_string()))
-    };
-    let mut layer = registry
-        .image_layer(id, Some(range))
-        .await
-        .map_err(refused)?;
-    buf.clear();
-    buf.reserve(want);
-    while let Some(chunk) = layer.download.stream.next().await {
-        match chunk {
-            Ok(chunk) if buf.len() + chunk.len() <= want => buf.extend_from_slice(&chunk),
-            Ok(_) => return Err(ClientError::Protocol("layer larger than asked".into())),
-            Err(e) => return Err(refused(e.into())),
-        }
-    }
-    if buf.len() != want {
-        return Err(ClientError::Protocol("short range read".into()));
-    }
-    Ok(buf.freeze())
 }
 
 /// Reads a body into `buf` (after clearing it), refusing more than `limit` bytes.

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regfs::client::{ClientConfig, ClientError, RegistryClient};
+use regfs::mount::RegistryBackend;
+use regfs::mount::backend::embedded::EmbeddedBackend;
 use regfs::mount::{FsConfig, RegistryFs};
 use regfs::names::ImageId;
 use regfs::registry::{Registry, RegistryConfig};
@@ -108,14 +110,14 @@ async fn a_store_without_files_is_read_through_the_registry() {
 }
 
 /// A client of `url` whose layer reads go to `registry` in this process.
-fn in_process_client(url: &str, registry: Registry) -> RegistryClient {
-    RegistryClient::new(ClientConfig {
+fn in_process_client(url: &str, registry: Registry) -> EmbeddedBackend {
+    let http = RegistryClient::new(ClientConfig {
         url: url.to_string(),
         credentials: None,
         timeout: Duration::from_secs(2),
     })
-    .unwrap()
-    .with_local_layers(registry)
+    .unwrap();
+    EmbeddedBackend::new(http, registry)
 }
 
 /// Layer ranges read in process are the bytes and the errors the same registry gives over

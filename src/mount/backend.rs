@@ -3,8 +3,8 @@
 //! ([`BackendError`], which [`FsError`](super::FsError) maps to errno in one place).
 //!
 //! The filesystem holds an `Arc<dyn RegistryBackend>` chosen once at mount: the v1 client over
-//! HTTP ([`crate::client::RegistryClient`], which also reads the layers of the registry this
-//! process serves without a socket) today, another protocol or a fault-injecting wrapper
+//! HTTP ([`crate::client::RegistryClient`]) or the registry this process serves
+//! ([`embedded::EmbeddedBackend`], layers read without a socket) today, another protocol or a fault-injecting wrapper
 //! tomorrow, and an in-memory fake in tests (`fake`, built only with `fault-injection`). A
 //! trait object rather than a type parameter: the choice is made at run time (by flag or by
 //! probing the registry), the block cache hands the backend to `'static` fetch tasks, and
@@ -21,6 +21,7 @@ use futures::stream::BoxStream;
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::v1::SearchResult;
 
+pub mod embedded;
 #[cfg(feature = "fault-injection")]
 pub mod fake;
 

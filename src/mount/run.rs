@@ -13,6 +13,7 @@ use super::fs::{FsConfig, RegistryFs};
 use super::fuse::FuseAdapter;
 use crate::client::{ClientConfig, RegistryClient};
 use crate::mount::backend::RegistryBackend;
+use crate::mount::backend::embedded::EmbeddedBackend;
 use crate::server::ServeConfig;
 
 /// Everything `regfs mount` needs, validated.
@@ -363,18 +364,18 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             (Some(tx), Some(task), url, creds)
         }
     };
-    let mut client = RegistryClient::new(ClientConfig {
+    let client = RegistryClient::new(ClientConfig {
         url: url.clone(),
         credentials,
         timeout: config.timeout,
     })?;
-    if let Some(registry) = in_process {
-        // Layer bytes of the registry in this process need no trip through a socket (and on a
-        // local directory, its stored files can be handed to the kernel).
-        client = client.with_local_layers(registry);
-    }
-    // The one place the backend is chosen; everything after sees only the trait.
-    let backend: Arc<dyn RegistryBackend> = Arc::new(client);
+    // The one place the backend is chosen; everything after sees only the trait. Layer bytes
+    // of the registry in this process need no trip through a socket (and on a local
+    // directory, its stored files can be handed to the kernel).
+    let backend: Arc<dyn RegistryBackend> = match in_process {
+        Some(registry) => Arc::new(EmbeddedBackend::new(client, registry)),
+        None => Arc::new(client),
+    };
     // Checked before the URL is announced: a start that fails prints nothing on stdout.
     if config.registry.is_some() && config.check_registry {
         check_registry(backend.as_ref()).await?;
