@@ -290,7 +290,7 @@ impl RegistryFs {
     /// `mkdir images/<id>`: starts a push (EEXIST for an image the registry already has).
     pub(super) async fn mkdir_image(&self, id: &ImageId, maker: Option<u32>) -> Result<Entry> {
         self.check_writable()?;
-        if self.pending_image(id) || self.image(id).await.is_ok() {
+        if self.pending_image(id) || self.meta.image(id).await.is_ok() {
             return Err(FsError::Exists);
         }
         let mut pending = PendingImage::default();
@@ -306,7 +306,7 @@ impl RegistryFs {
         let complete = !self.pending_image(id) || self.is_completed(id);
         if complete {
             // A complete image: only re-writing what it already implies is accepted.
-            self.image(id).await?;
+            self.meta.image(id).await?;
             if file != ImageFile::Ancestry {
                 return Err(FsError::NotPermitted("images are immutable"));
             }
@@ -812,8 +812,7 @@ impl RegistryFs {
                     pending.remove(id);
                 }
                 drop(pending);
-                self.images.remove(id);
-                self.ancestry.remove(id);
+                self.meta.forget_image(id);
                 let mut pushed = lock(&self.pushed);
                 if pushed.len() >= MAX_PUSHED_LISTED {
                     pushed.pop_front();
@@ -894,7 +893,7 @@ impl RegistryFs {
                 "an image link points to ../../../../images/<the same id>",
             ));
         }
-        match self.image(id).await {
+        match self.meta.image(id).await {
             Err(FsError::NotFound) => {
                 return Err(FsError::InvalidContent(format!(
                     "no complete image {id} on the registry"
@@ -903,11 +902,11 @@ impl RegistryFs {
             Err(e) => return Err(e),
             Ok(_) => {}
         }
-        self.repo_tags(repo).await?;
+        self.meta.repo_tags(repo).await?;
         self.backend
             .add_repo_images(repo, std::slice::from_ref(id))
             .await?;
-        self.repo_images.remove(repo);
+        self.meta.forget_repo_images(repo);
         lock(&self.unlinked_links).remove(&(repo.clone(), id.clone()));
         let ino = self.inodes.lookup(&node);
         self.stat(&node, ino).await
@@ -936,7 +935,7 @@ impl RegistryFs {
                 .get(id)
                 .and_then(|p| p.json.clone())
         } else {
-            Some(self.image(id).await?.json.clone())
+            Some(self.meta.image(id).await?.json.clone())
         };
         match json {
             Some(json) => {
