@@ -22,11 +22,12 @@ use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
 use super::tree::{self, ImageFile, Kind, Node, child_path};
 
+mod layers;
 mod meta;
 mod passthrough;
 mod push;
 mod write;
-use super::backend::{BackendError, ImageInfo, ListedTag, RegistryBackend};
+use super::backend::{ImageInfo, ListedTag, RegistryBackend};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
 pub use passthrough::Passthrough;
 
@@ -184,7 +185,8 @@ pub struct RegistryFs {
     pending_namespaces: Mutex<BTreeSet<Namespace>>,
     /// Images being pushed through this mount.
     pending_images: Mutex<HashMap<ImageId, push::PendingImage>>,
-    blocks: Arc<BlockCache>,
+    /// Layer reads: the block cache and read-ahead over the backend.
+    layers: layers::LayerReads,
     disk: Option<Arc<DiskCache>>,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Whether the kernel reads whole layers on disk itself (granted at INIT).
@@ -269,13 +271,13 @@ impl RegistryFs {
         );
         RegistryFs {
             meta: meta::Metadata::new(backend.clone(), disk.clone(), config.ttl, clock.clone()),
+            layers: layers::LayerReads::new(backend.clone(), blocks),
             clock,
             pending_namespaces: Mutex::new(BTreeSet::new()),
             pending_images: Mutex::new(HashMap::new()),
             backend,
             started: SystemTime::now(),
             inodes: InodeTable::default(),
-            blocks,
             disk,
             handles: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(false),
@@ -871,8 +873,10 @@ impl RegistryFs {
             let sequential = h.reads > 0
                 && offset + REORDER_SLACK >= h.last_end
                 && offset <= h.last_end + REORDER_SLACK;
-            let bs = self.blocks.block_size();
-            let max_window = MAX_WINDOW.min(self.blocks.budget() / (2 * readers)).max(bs);
+            let bs = self.layers.blocks().block_size();
+            let max_window = MAX_WINDOW
+                .min(self.layers.blocks().budget() / (2 * readers))
+                .max(bs);
             h.window = if sequential {
                 (h.window * 2).clamp(bs, max_window)
             } else {
@@ -918,73 +922,9 @@ impl RegistryFs {
                 return Ok(data);
             }
         }
-        self.read_layer(id, layer_size, offset..end, sequential, window, first)
+        self.layers
+            .read(id, layer_size, offset..end, sequential, window, first)
             .await
-    }
-
-    async fn read_layer(
-        &self,
-        id: &ImageId,
-        layer_size: u64,
-        range: std::ops::Range<u64>,
-        sequential: bool,
-        window: u64,
-        first: bool,
-    ) -> Result<Bytes> {
-        let bs = self.blocks.block_size();
-        let first_block = range.start / bs;
-        let last_block = (range.end - 1) / bs;
-        // Read ahead of a sequential reader; the window grows with each sequential read.
-        let ahead_end = (range.end + window).min(layer_size);
-        let ahead = (last_block + 1)..=(ahead_end.saturating_sub(1) / bs);
-        // A cold first read asks for exactly its bytes first, so the first byte is not held up
-        // by whole blocks; its block and the window behind it follow in the background, so
-        // these bytes end up cached too.
-        if first && !self.blocks.is_local(id, first_block) {
-            let data = self.backend.layer_range(id, range).await;
-            self.prefetch(id, layer_size, first_block..=first_block);
-            self.prefetch(id, layer_size, ahead);
-            return data.map_err(FsError::from);
-        }
-        if sequential || first {
-            self.prefetch(id, layer_size, ahead);
-        }
-        if first_block == last_block {
-            let block = self
-                .blocks
-                .block(&self.backend, id, layer_size, first_block)
-                .await?;
-            let start = (range.start - first_block * bs) as usize;
-            let end = (range.end - first_block * bs) as usize;
-            if sequential && end == block.len() {
-                self.blocks.consumed(id, first_block);
-            }
-            return slice(&block, start, end);
-        }
-        let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
-        for index in first_block..=last_block {
-            let block = self
-                .blocks
-                .block(&self.backend, id, layer_size, index)
-                .await?;
-            let block_start = index * bs;
-            let start = range.start.max(block_start) - block_start;
-            let end = range.end.min(block_start + block.len() as u64) - block_start;
-            out.extend_from_slice(&slice(&block, start as usize, end as usize)?);
-            if sequential && end as usize == block.len() {
-                self.blocks.consumed(id, index);
-            }
-        }
-        Ok(out.freeze())
-    }
-
-    /// Starts fetching the blocks in `blocks` that are neither cached nor on their way.
-    fn prefetch(&self, id: &ImageId, layer_size: u64, blocks: std::ops::RangeInclusive<u64>) {
-        for index in blocks {
-            if !self.blocks.is_present(id, index) {
-                drop(self.blocks.block(&self.backend, id, layer_size, index));
-            }
-        }
     }
 
     /// Registers an open file; returns its handle number.
@@ -1016,12 +956,12 @@ impl RegistryFs {
 
     /// Bytes of layer data held in memory.
     pub fn cached_bytes(&self) -> u64 {
-        self.blocks.bytes()
+        self.layers.blocks().bytes()
     }
 
     /// Layer block fetches under way, prefetches included.
     pub fn fetches_in_flight(&self) -> usize {
-        self.blocks.fetches_in_flight()
+        self.layers.blocks().fetches_in_flight()
     }
 
     /// Bytes in the disk cache; `None` when this mount has none.
@@ -1037,15 +977,6 @@ impl RegistryFs {
             disk.flush().await;
         }
     }
-}
-
-fn slice(block: &Bytes, start: usize, end: usize) -> Result<Bytes> {
-    if start > end || end > block.len() {
-        return Err(FsError::Registry(BackendError::Protocol(
-            "layer shorter than its size".into(),
-        )));
-    }
-    Ok(block.slice(start..end))
 }
 
 fn created(info: &ImageInfo, fallback: SystemTime) -> SystemTime {

@@ -222,7 +222,11 @@ impl RegistryFs {
         let Ok(permit) = self.completing.clone().try_acquire_owned() else {
             return;
         };
-        let (blocks, backend, id) = (self.blocks.clone(), self.backend.clone(), id.clone());
+        let (blocks, backend, id) = (
+            self.layers.blocks().clone(),
+            self.backend.clone(),
+            id.clone(),
+        );
         tracing::debug!(%id, missing = missing.len(), "completing the layer on disk");
         rt.spawn(async move {
             for index in missing {
