@@ -1,11 +1,11 @@
-//! A typed client of the v1 API, used by the mount. It shares names and JSON shapes with the
+//! A typed client of the v1 API, used by the mount as its v1 [`RegistryBackend`]. It shares names and JSON shapes with the
 //! server ([`crate::names`], [`crate::v1`]), so the two cannot disagree on what a valid tag or a
 //! search result is.
 //!
 //! One pooled `reqwest::Client` serves every call (keep-alive, parallel connections for ranged
 //! reads). Idempotent reads are retried with exponential back-off on connection errors and 5xx,
-//! within the overall `timeout`, so a registry that blinks does not fail a `cat`. Layer reads
-//! of the registry this process serves itself (the embedded default) skip HTTP altogether.
+//! within the overall `timeout`, so a registry that blinks does not fail a `cat`. (Layer reads
+//! of the registry this process serves itself skip HTTP: see the mount's embedded backend.)
 //!
 //! Memory stays bounded whatever the registry sends: a layer GET answered whole (a registry
 //! that ignores `Range`) is streamed through, keeping only the window asked for, and the body
@@ -20,55 +20,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 
+pub use crate::mount::backend::{BackendError as ClientError, ImageInfo, ListedTag};
+use crate::mount::backend::{LayerBody, RegistryBackend};
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::v1;
 
-/// Why a registry call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    #[error("not found")]
-    NotFound,
-    #[error("authentication required or refused")]
-    Unauthorized,
-    #[error("permission denied")]
-    Forbidden,
-    #[error("already exists")]
-    Conflict,
-    #[error("refused by the registry: {0}")]
-    Refused(String),
-    #[error("registry error {0}")]
-    Server(u16),
-    #[error("registry unreachable: {0}")]
-    Transport(String),
-    #[error("registry did not answer in time")]
-    Timeout,
-    #[error("unexpected answer from the registry: {0}")]
-    Protocol(String),
-}
-
-impl ClientError {
-    fn retryable(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Server(_) | ClientError::Transport(_) | ClientError::Timeout
-        )
-    }
-}
-
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// What the registry says of a complete image.
-#[derive(Debug, Clone)]
-pub struct ImageInfo {
-    /// The image json, verbatim.
-    pub json: Bytes,
-    /// Layer size in bytes (`X-Docker-Size`).
-    pub layer_size: u64,
-    /// The parent id from the json, if any.
-    pub parent: Option<ImageId>,
-    /// The json's `created` time, if it parses.
-    pub created: Option<std::time::SystemTime>,
-}
 
 /// Largest JSON answer read whole (a listing of many tags or repositories).
 const JSON_LIMIT: usize = 64 * 1024 * 1024;
@@ -79,14 +36,6 @@ pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Most whole layer bodies kept open at once, and how long one may wait for its next block.
 const WHOLE_BODIES_KEPT: usize = 8;
 const WHOLE_BODY_IDLE: Duration = Duration::from_secs(10);
-
-/// A tag as the registry lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedTag {
-    pub id: ImageId,
-    /// When the tag last changed, from registries that say ([`v1::TAGS_WITH_TIMES`]).
-    pub updated: Option<SystemTime>,
-}
 
 /// Settings of a client.
 #[derive(Debug, Clone)]
@@ -106,9 +55,6 @@ pub struct RegistryClient {
     http: reqwest::Client,
     credentials: Option<(String, String)>,
     timeout: Duration,
-    /// The registry this process serves at `base` (the embedded default), whose layer bytes
-    /// are read directly rather than through a socket to ourselves.
-    local: Option<crate::registry::Registry>,
     /// Layer bodies a registry that ignores `Range` sent whole, open where the last block
     /// read from them ended.
     whole: Arc<WholeBodies>,
@@ -128,30 +74,13 @@ impl RegistryClient {
             http,
             credentials: config.credentials,
             timeout: config.timeout,
-            local: None,
             whole: Arc::default(),
         })
     }
 
-    /// Reads layers straight from `registry`, which must be the one this process serves at
-    /// this client's URL: the same bytes and the same errors as over HTTP (reads are public),
-    /// without the server's and our copies through a loopback socket; on a local directory,
-    /// [`Self::local_layer_file`] gives the stored files themselves.
-    pub fn with_local_layers(mut self, registry: crate::registry::Registry) -> Self {
-        self.local = Some(registry);
-        self
-    }
-
-    /// The stored file of complete image `id`'s layer in the registry this process serves, on
-    /// a local directory; `None` for any other registry or store.
-    pub async fn local_layer_file(&self, id: &ImageId) -> Option<std::fs::File> {
-        match self.local.as_ref()?.layer_file(id).await {
-            Ok(file) => file,
-            Err(error) => {
-                tracing::debug!(%id, %error, "no stored layer file");
-                None
-            }
-        }
+    /// Longest time one call may take, retries included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The registry's URL, without a trailing slash.
@@ -418,15 +347,7 @@ impl RegistryClient {
         let mut buf = buf.unwrap_or_default();
         loop {
             let into = std::mem::take(&mut buf);
-            let got = match &self.local {
-                Some(registry) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    tokio::time::timeout(left, local_range(registry, id, range.clone(), into))
-                        .await
-                        .unwrap_or(Err(ClientError::Timeout))
-                }
-                None => self.http_range(id, &range, into, deadline).await,
-            };
+            let got = self.http_range(id, &range, into, deadline).await;
             match got {
                 Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
@@ -706,6 +627,96 @@ impl RegistryClient {
     }
 }
 
+/// The v1 protocol over HTTP, as the mount's backend: each call is the inherent method of the
+/// same name.
+#[async_trait::async_trait]
+impl RegistryBackend for RegistryClient {
+    fn location(&self) -> &str {
+        self.base_url()
+    }
+
+    fn user(&self) -> Option<&str> {
+        RegistryClient::user(self)
+    }
+
+    fn has_credentials(&self) -> bool {
+        RegistryClient::has_credentials(self)
+    }
+
+    async fn check_access(&self, limit: Duration) -> Result<()> {
+        RegistryClient::check_access(self, limit).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        RegistryClient::ping(self).await
+    }
+
+    async fn repositories(&self) -> Result<Vec<RepoRef>> {
+        RegistryClient::repositories(self).await
+    }
+
+    async fn search(&self, term: &str) -> Result<Vec<v1::SearchResult>> {
+        RegistryClient::search(self, term).await
+    }
+
+    async fn tags(&self, repo: &RepoRef) -> Result<BTreeMap<Tag, ListedTag>> {
+        RegistryClient::tags(self, repo).await
+    }
+
+    async fn repo_images(&self, repo: &RepoRef) -> Result<Vec<ImageId>> {
+        RegistryClient::repo_images(self, repo).await
+    }
+
+    async fn image(&self, id: &ImageId) -> Result<ImageInfo> {
+        RegistryClient::image(self, id).await
+    }
+
+    async fn ancestry(&self, id: &ImageId) -> Result<Vec<ImageId>> {
+        RegistryClient::ancestry(self, id).await
+    }
+
+    async fn layer_range_into(
+        &self,
+        id: &ImageId,
+        range: Range<u64>,
+        buf: Option<BytesMut>,
+    ) -> Result<Bytes> {
+        RegistryClient::layer_range_into(self, id, range, buf).await
+    }
+
+    async fn create_repo(&self, repo: &RepoRef) -> Result<()> {
+        RegistryClient::create_repo(self, repo).await
+    }
+
+    async fn delete_repo(&self, repo: &RepoRef) -> Result<()> {
+        RegistryClient::delete_repo(self, repo).await
+    }
+
+    async fn put_tag(&self, repo: &RepoRef, tag: &Tag, id: &ImageId) -> Result<()> {
+        RegistryClient::put_tag(self, repo, tag, id).await
+    }
+
+    async fn delete_tag(&self, repo: &RepoRef, tag: &Tag) -> Result<()> {
+        RegistryClient::delete_tag(self, repo, tag).await
+    }
+
+    async fn add_repo_images(&self, repo: &RepoRef, ids: &[ImageId]) -> Result<()> {
+        RegistryClient::add_repo_images(self, repo, ids).await
+    }
+
+    async fn put_image_json(&self, id: &ImageId, json: Bytes) -> Result<()> {
+        RegistryClient::put_image_json(self, id, json).await
+    }
+
+    async fn put_layer(&self, id: &ImageId, body: LayerBody) -> Result<()> {
+        RegistryClient::put_layer(self, id, reqwest::Body::wrap_stream(body)).await
+    }
+
+    async fn put_checksum(&self, id: &ImageId, payload: &str) -> Result<()> {
+        RegistryClient::put_checksum(self, id, payload).await
+    }
+}
+
 fn transport(e: reqwest::Error) -> ClientError {
     if e.is_timeout() {
         return ClientError::Timeout;
@@ -756,7 +767,7 @@ async fn read_error_body(mut res: reqwest::Response) -> Bytes {
 
 /// The error of a failed status, where the status alone tells it (else the registry's
 /// message does: [`ClientError::Refused`]).
-fn status_error(status: StatusCode) -> Option<ClientError> {
+pub(crate) fn status_error(status: StatusCode) -> Option<ClientError> {
     Some(match status {
         StatusCode::NOT_FOUND => ClientError::NotFound,
         StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
@@ -765,40 +776,6 @@ fn status_error(status: StatusCode) -> Option<ClientError> {
         s if s.is_server_error() => ClientError::Server(s.as_u16()),
         _ => return None,
     })
-}
-
-/// Bytes `range` of layer `id` from a registry in this process, into `buf`. A store failure
-/// part-way is an error, as a cut-off HTTP body is.
-async fn local_range(
-    registry: &crate::registry::Registry,
-    id: &ImageId,
-    range: Range<u64>,
-    mut buf: BytesMut,
-) -> Result<Bytes> {
-    use futures::StreamExt;
-    let want = (range.end - range.start) as usize;
-    // The error the server would have answered with, as this client would have read it.
-    let refused = |e: crate::registry::RegistryError| {
-        let api = crate::server::error::ApiError::from(e);
-        status_error(api.status()).unwrap_or_else(|| ClientError::Refused(api.to_string()))
-    };
-    let mut layer = registry
-        .image_layer(id, Some(range))
-        .await
-        .map_err(refused)?;
-    buf.clear();
-    buf.reserve(want);
-    while let Some(chunk) = layer.download.stream.next().await {
-        match chunk {
-            Ok(chunk) if buf.len() + chunk.len() <= want => buf.extend_from_slice(&chunk),
-            Ok(_) => return Err(ClientError::Protocol("layer larger than asked".into())),
-            Err(e) => return Err(refused(e.into())),
-        }
-    }
-    if buf.len() != want {
-        return Err(ClientError::Protocol("short range read".into()));
-    }
-    Ok(buf.freeze())
 }
 
 /// Reads a body into `buf` (after clearing it), refusing more than `limit` bytes.

@@ -35,6 +35,9 @@ mod crash;
 /// The mount's filesystem logic driven directly, without a kernel mount.
 mod fs;
 
+/// The same logic over an in-memory registry behind the backend seam: no server at all.
+mod fs_fake;
+
 /// The server and the mount's logic over a store that fails, stalls and cuts reads on purpose.
 mod faults;
 

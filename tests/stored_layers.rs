@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regfs::client::{ClientConfig, ClientError, RegistryClient};
+use regfs::mount::RegistryBackend;
+use regfs::mount::backend::embedded::EmbeddedBackend;
 use regfs::mount::{FsConfig, RegistryFs};
 use regfs::names::ImageId;
 use regfs::registry::{Registry, RegistryConfig};
@@ -36,7 +38,7 @@ fn new_fs(url: &str, store: Arc<dyn BlobStore>, passthrough: bool) -> RegistryFs
         block_size: 64 * 1024,
         ..FsConfig::default()
     };
-    let fs = RegistryFs::new(in_process_client(url, registry), config);
+    let fs = RegistryFs::new(Arc::new(in_process_client(url, registry)), config);
     fs.set_passthrough(passthrough);
     fs
 }
@@ -108,14 +110,14 @@ async fn a_store_without_files_is_read_through_the_registry() {
 }
 
 /// A client of `url` whose layer reads go to `registry` in this process.
-fn in_process_client(url: &str, registry: Registry) -> RegistryClient {
-    RegistryClient::new(ClientConfig {
+fn in_process_client(url: &str, registry: Registry) -> EmbeddedBackend {
+    let http = RegistryClient::new(ClientConfig {
         url: url.to_string(),
         credentials: None,
         timeout: Duration::from_secs(2),
     })
-    .unwrap()
-    .with_local_layers(registry)
+    .unwrap();
+    EmbeddedBackend::new(http, registry)
 }
 
 /// Layer ranges read in process are the bytes and the errors the same registry gives over
@@ -156,7 +158,7 @@ async fn in_process_layer_reads_match_http_and_need_no_server() {
 
     // Through the filesystem: looked up while the server ran, read after it stopped.
     let fs = RegistryFs::new(
-        in_process_client(&server.url, registry),
+        Arc::new(in_process_client(&server.url, registry)),
         FsConfig {
             block_size: 64 * 1024,
             ..FsConfig::default()

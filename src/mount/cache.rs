@@ -25,8 +25,8 @@ use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 use tokio::sync::Semaphore;
 
+use super::backend::{BackendError, RegistryBackend};
 use super::disk_cache::DiskCache;
-use crate::client::{ClientError, RegistryClient};
 use crate::names::ImageId;
 
 /// Where the mount's expiries read the time: the system's monotonic clock, or one that only
@@ -139,7 +139,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
 }
 
 type BlockKey = (ImageId, u64);
-type BlockFuture = Shared<BoxFuture<'static, Result<Bytes, ClientError>>>;
+type BlockFuture = Shared<BoxFuture<'static, Result<Bytes, BackendError>>>;
 
 /// Layer blocks in memory, within a byte budget.
 #[derive(Debug)]
@@ -275,7 +275,7 @@ impl BlockCache {
     /// way, from the disk cache, or from a new ranged GET.
     pub fn block(
         self: &Arc<Self>,
-        client: &RegistryClient,
+        backend: &Arc<dyn RegistryBackend>,
         id: &ImageId,
         size: u64,
         index: u64,
@@ -301,7 +301,7 @@ impl BlockCache {
             None => inner.evict_to(self.budget, promised as usize),
         };
         let this = self.clone();
-        let client = client.clone();
+        let backend = backend.clone();
         let fetch_key = key.clone();
         let fut = async move {
             let on_disk = match &this.disk {
@@ -312,7 +312,7 @@ impl BlockCache {
                 Some(bytes) => Ok(bytes),
                 None => {
                     let permit = this.fetches.clone().acquire_owned().await;
-                    let result = client
+                    let result = backend
                         .layer_range_into(&fetch_key.0, start..end, spare)
                         .await;
                     drop(permit);

@@ -60,7 +60,7 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::client::ImageInfo;
+use super::backend::ImageInfo;
 use crate::names::ImageId;
 
 /// Most disk writes under way at once, whatever the block size.

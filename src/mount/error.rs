@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::client::ClientError;
+use super::backend::BackendError;
 
 /// Why a filesystem operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum FsError {
     #[error("cannot move this across the tree")]
     CrossDevice,
     #[error("registry: {0}")]
-    Registry(#[from] ClientError),
+    Registry(#[from] BackendError),
 }
 
 impl FsError {
@@ -65,16 +65,16 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::CrossDevice => libc::EXDEV,
             FsError::Registry(e) => match e {
-                ClientError::NotFound => libc::ENOENT,
-                ClientError::Unauthorized | ClientError::Forbidden => libc::EACCES,
-                ClientError::Conflict => libc::EEXIST,
+                BackendError::NotFound => libc::ENOENT,
+                BackendError::Unauthorized | BackendError::Forbidden => libc::EACCES,
+                BackendError::Conflict => libc::EEXIST,
                 // The registry refused what we sent: the caller's input was wrong.
-                ClientError::Refused(_) => libc::EINVAL,
+                BackendError::Refused(_) => libc::EINVAL,
                 // Checksum mismatch, 5xx, connection refused, timeout: after retries.
-                ClientError::Server(_)
-                | ClientError::Transport(_)
-                | ClientError::Timeout
-                | ClientError::Protocol(_) => libc::EIO,
+                BackendError::Server(_)
+                | BackendError::Transport(_)
+                | BackendError::Timeout
+                | BackendError::Protocol(_) => libc::EIO,
             },
         }
     }
@@ -84,7 +84,7 @@ impl FsError {
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
-            FsError::NotFound | FsError::Registry(ClientError::NotFound) | FsError::At { .. }
+            FsError::NotFound | FsError::Registry(BackendError::NotFound) | FsError::At { .. }
         )
     }
 
@@ -113,28 +113,28 @@ mod tests {
     fn errors_map_to_the_documented_errno() {
         assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
         assert_eq!(
-            FsError::Registry(ClientError::NotFound).errno(),
+            FsError::Registry(BackendError::NotFound).errno(),
             libc::ENOENT
         );
         assert_eq!(
-            FsError::Registry(ClientError::Forbidden).errno(),
+            FsError::Registry(BackendError::Forbidden).errno(),
             libc::EACCES
         );
         assert_eq!(
-            FsError::Registry(ClientError::Unauthorized).errno(),
+            FsError::Registry(BackendError::Unauthorized).errno(),
             libc::EACCES
         );
         assert_eq!(
-            FsError::Registry(ClientError::Conflict).errno(),
+            FsError::Registry(BackendError::Conflict).errno(),
             libc::EEXIST
         );
         assert_eq!(
-            FsError::Registry(ClientError::Server(503)).errno(),
+            FsError::Registry(BackendError::Server(503)).errno(),
             libc::EIO
         );
-        assert_eq!(FsError::Registry(ClientError::Timeout).errno(), libc::EIO);
+        assert_eq!(FsError::Registry(BackendError::Timeout).errno(), libc::EIO);
         assert_eq!(
-            FsError::Registry(ClientError::Transport("refused".into())).errno(),
+            FsError::Registry(BackendError::Transport("refused".into())).errno(),
             libc::EIO
         );
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);

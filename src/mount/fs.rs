@@ -1,5 +1,5 @@
 //! The filesystem logic, with no FUSE types: lookup, getattr, readdir, readlink, open, read,
-//! release over the registry client. The FUSE adapter (`fuse.rs`) only translates; everything
+//! release over a [`RegistryBackend`]. The FUSE adapter (`fuse.rs`) only translates; everything
 //! here is tested without a kernel mount.
 //!
 //! Every failed change is recorded once here, with the operation and the mount-relative path:
@@ -16,23 +16,25 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::cache::{BlockCache, Clock, TtlMap};
+use super::cache::{BlockCache, Clock};
 use super::disk_cache::{DiskCache, DiskCacheError};
 use super::error::FsError;
 use super::inode::{InodeTable, ROOT_INO};
 use super::tree::{self, ImageFile, Kind, Node, child_path};
 
+mod layers;
+mod meta;
 mod passthrough;
 mod push;
 mod write;
-use crate::client::{ClientError, ImageInfo, ListedTag, RegistryClient};
+use super::backend::{ImageInfo, ListedTag, RegistryBackend};
 use crate::names::{ImageId, Namespace, RepoRef, Tag};
 pub use passthrough::Passthrough;
 
 /// Bytes of a tag file, and of each line of an ancestry file: an image id and a newline.
 const ID_LINE_LEN: u64 = 65;
 /// How long the kernel may keep attributes of things that never change.
-const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(super) const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Largest window of layer bytes fetched ahead of a sequential reader.
 const MAX_WINDOW: u64 = 64 * 1024 * 1024;
 /// How far a read may land from where the last one ended and still count as sequential: the
@@ -170,23 +172,21 @@ struct Handle {
 /// The registry as a filesystem.
 #[derive(Debug)]
 pub struct RegistryFs {
-    client: RegistryClient,
+    /// The registry, whatever speaks to it (chosen once at mount).
+    backend: Arc<dyn RegistryBackend>,
     config: FsConfig,
     started: SystemTime,
     inodes: InodeTable,
-    images: TtlMap<ImageId, Arc<ImageInfo>>,
-    ancestry: TtlMap<ImageId, Arc<Vec<ImageId>>>,
-    repos: TtlMap<(), Arc<Vec<RepoRef>>>,
-    tags: TtlMap<RepoRef, Arc<BTreeMap<Tag, ListedTag>>>,
-    repo_images: TtlMap<RepoRef, Arc<Vec<ImageId>>>,
-    search: TtlMap<String, Bytes>,
+    /// The registry's listings and image facts, cached.
+    meta: meta::Metadata,
     /// What the expiries above and a completed push's grace period read the time from.
     clock: Clock,
     /// Namespaces made with `mkdir` that hold no repository yet (visible to this mount only).
     pending_namespaces: Mutex<BTreeSet<Namespace>>,
     /// Images being pushed through this mount.
     pending_images: Mutex<HashMap<ImageId, push::PendingImage>>,
-    blocks: Arc<BlockCache>,
+    /// Layer reads: the block cache and read-ahead over the backend.
+    layers: layers::LayerReads,
     disk: Option<Arc<DiskCache>>,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Whether the kernel reads whole layers on disk itself (granted at INIT).
@@ -230,23 +230,13 @@ pub struct DirSnapshot {
     pub entries: Vec<DirEntry>,
 }
 
-/// "Not found" from the registry, or an image still being pushed, is ENOENT for a reader.
-fn absent(e: ClientError) -> FsError {
-    match e {
-        ClientError::NotFound | ClientError::Refused(_) => FsError::NotFound,
-        other => FsError::Registry(other),
-    }
-}
-
 impl RegistryFs {
-    pub fn new(client: RegistryClient, config: FsConfig) -> Self {
-        Self::with_clock(client, config, Clock::system())
+    pub fn new(backend: Arc<dyn RegistryBackend>, config: FsConfig) -> Self {
+        Self::with_clock(backend, config, Clock::system())
     }
 
     /// A filesystem whose cached facts expire by `clock` (tests pass a [`Clock::manual`]).
-    pub fn with_clock(client: RegistryClient, config: FsConfig, clock: Clock) -> Self {
-        // Images never change once complete: cache their metadata for a day, in a large map.
-        let forever = IMMUTABLE_TTL;
+    pub fn with_clock(backend: Arc<dyn RegistryBackend>, config: FsConfig, clock: Clock) -> Self {
         // Blocks get three quarters of the budget: the rest is for what the process holds
         // besides cached blocks (transfers, FUSE request buffers, copies for replies), which
         // measured 60-100 MiB under heavy reading.
@@ -255,7 +245,7 @@ impl RegistryFs {
             match DiskCache::open(
                 dir,
                 config.cache_dir_size,
-                config.cache_scope.as_deref().unwrap_or(client.base_url()),
+                config.cache_scope.as_deref().unwrap_or(backend.location()),
                 config.block_size,
                 // Blocks on their way to disk are mostly still in memory too; a sixteenth of
                 // the budget bounds the rest.
@@ -280,19 +270,14 @@ impl RegistryFs {
             disk.clone(),
         );
         RegistryFs {
-            images: TtlMap::with_clock(forever, 65_536, clock.clone()),
-            ancestry: TtlMap::with_clock(forever, 65_536, clock.clone()),
-            repos: TtlMap::with_clock(config.ttl, 1, clock.clone()),
-            tags: TtlMap::with_clock(config.ttl, 4096, clock.clone()),
-            repo_images: TtlMap::with_clock(config.ttl, 4096, clock.clone()),
-            search: TtlMap::with_clock(config.ttl, 1024, clock.clone()),
+            meta: meta::Metadata::new(backend.clone(), disk.clone(), config.ttl, clock.clone()),
+            layers: layers::LayerReads::new(backend.clone(), blocks),
             clock,
             pending_namespaces: Mutex::new(BTreeSet::new()),
             pending_images: Mutex::new(HashMap::new()),
-            client,
+            backend,
             started: SystemTime::now(),
             inodes: InodeTable::default(),
-            blocks,
             disk,
             handles: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(false),
@@ -309,8 +294,9 @@ impl RegistryFs {
         }
     }
 
-    pub fn client(&self) -> &RegistryClient {
-        &self.client
+    /// The registry this filesystem shows.
+    pub fn backend(&self) -> &Arc<dyn RegistryBackend> {
+        &self.backend
     }
 
     pub fn read_only(&self) -> bool {
@@ -403,90 +389,6 @@ impl RegistryFs {
             .collect()
     }
 
-    // ----- registry facts, cached -----
-
-    // Both are facts of complete images, which never change: the disk cache keeps them, so a
-    // later mount can reach cached layers with the registry away.
-
-    async fn image(&self, id: &ImageId) -> Result<Arc<ImageInfo>> {
-        self.images
-            .get_or_fetch(id, async {
-                if let Some(disk) = &self.disk {
-                    if let Some(info) = disk.image(id).await {
-                        return Ok(Arc::new(info));
-                    }
-                }
-                let info = self.client.image(id).await.map_err(absent)?;
-                if let Some(disk) = &self.disk {
-                    disk.store_image(id, &info);
-                }
-                Ok(Arc::new(info))
-            })
-            .await
-    }
-
-    async fn image_ancestry(&self, id: &ImageId) -> Result<Arc<Vec<ImageId>>> {
-        self.ancestry
-            .get_or_fetch(id, async {
-                if let Some(disk) = &self.disk {
-                    if let Some(ids) = disk.ancestry(id).await {
-                        return Ok(Arc::new(ids));
-                    }
-                }
-                let ids = self.client.ancestry(id).await.map_err(absent)?;
-                if let Some(disk) = &self.disk {
-                    disk.store_ancestry(id, &ids);
-                }
-                Ok(Arc::new(ids))
-            })
-            .await
-    }
-
-    async fn repositories(&self) -> Result<Arc<Vec<RepoRef>>> {
-        self.repos
-            .get_or_fetch(&(), async {
-                Ok(Arc::new(self.client.repositories().await?))
-            })
-            .await
-    }
-
-    async fn repo_tags(&self, repo: &RepoRef) -> Result<Arc<BTreeMap<Tag, ListedTag>>> {
-        self.tags
-            .get_or_fetch(repo, async {
-                self.client.tags(repo).await.map(Arc::new).map_err(absent)
-            })
-            .await
-    }
-
-    async fn repo_image_list(&self, repo: &RepoRef) -> Result<Arc<Vec<ImageId>>> {
-        self.repo_images
-            .get_or_fetch(repo, async {
-                self.client
-                    .repo_images(repo)
-                    .await
-                    .map(Arc::new)
-                    .map_err(absent)
-            })
-            .await
-    }
-
-    async fn search_content(&self, term: &str) -> Result<Bytes> {
-        let key = term.to_string();
-        self.search
-            .get_or_fetch(&key, async {
-                let results = self.client.search(term).await?;
-                let mut out = String::new();
-                for r in results {
-                    out.push_str(&r.name);
-                    out.push('\t');
-                    out.push_str(&r.description.replace(['\n', '\t'], " "));
-                    out.push('\n');
-                }
-                Ok::<_, FsError>(Bytes::from(out))
-            })
-            .await
-    }
-
     // ----- nodes -----
 
     /// Checks that a node exists and works out its attributes.
@@ -526,6 +428,7 @@ impl RegistryFs {
                 let pending = lock(&self.pending_namespaces).contains(ns);
                 if !pending
                     && !self
+                        .meta
                         .repositories()
                         .await?
                         .iter()
@@ -537,26 +440,26 @@ impl RegistryFs {
             }
             Node::Repo(r) | Node::Tags(r) => {
                 // A repository changes when a tag does: the newest tag's time, where known.
-                let tags = self.repo_tags(r).await?;
+                let tags = self.meta.repo_tags(r).await?;
                 let newest = tags.values().filter_map(|t| t.updated).max();
                 (Kind::Dir, 0, newest.unwrap_or(self.started), short)
             }
             Node::RepoImages(r) => {
-                self.repo_tags(r).await?;
+                self.meta.repo_tags(r).await?;
                 (Kind::Dir, 0, self.started, short)
             }
             Node::Tag(r, t) => {
                 // A tag being written exists, with what has been written so far.
                 if let Some(len) = self.pending_tag_len(node) {
                     (Kind::File, len, SystemTime::now(), short)
-                } else if let Some(listed) = self.repo_tags(r).await?.get(t) {
+                } else if let Some(listed) = self.meta.repo_tags(r).await?.get(t) {
                     return Ok(self.listed_tag(node, ino, listed));
                 } else {
                     return Err(FsError::NotFound);
                 }
             }
             Node::RepoImageLink(r, id) => {
-                if !self.repo_image_list(r).await?.contains(id) {
+                if !self.meta.repo_image_list(r).await?.contains(id) {
                     return Err(FsError::NotFound);
                 }
                 (
@@ -567,16 +470,16 @@ impl RegistryFs {
                 )
             }
             Node::Image(id) => {
-                let info = self.image(id).await?;
+                let info = self.meta.image(id).await?;
                 (Kind::Dir, 0, created(&info, self.started), IMMUTABLE_TTL)
             }
             Node::ImageFile(id, file) => {
-                let info = self.image(id).await?;
+                let info = self.meta.image(id).await?;
                 let size = match file {
                     ImageFile::Json => info.json.len() as u64,
                     ImageFile::Layer => info.layer_size,
                     ImageFile::Ancestry => {
-                        ID_LINE_LEN * self.image_ancestry(id).await?.len() as u64
+                        ID_LINE_LEN * self.meta.image_ancestry(id).await?.len() as u64
                     }
                 };
                 (
@@ -587,7 +490,7 @@ impl RegistryFs {
                 )
             }
             Node::ParentLink(id) => {
-                let info = self.image(id).await?;
+                let info = self.meta.image(id).await?;
                 let Some(parent) = &info.parent else {
                     return Err(FsError::NotFound);
                 };
@@ -600,7 +503,7 @@ impl RegistryFs {
                 )
             }
             Node::SearchResult(term) => {
-                let size = self.search_content(term).await?.len() as u64;
+                let size = self.meta.search_content(term).await?.len() as u64;
                 (Kind::File, size, self.started, short)
             }
         };
@@ -750,6 +653,7 @@ impl RegistryFs {
             Node::Root => vec![Node::Images, Node::Repos, Node::Search],
             Node::Repos => {
                 let mut namespaces: BTreeSet<Namespace> = self
+                    .meta
                     .repositories()
                     .await?
                     .iter()
@@ -759,7 +663,7 @@ impl RegistryFs {
                 namespaces.into_iter().map(Node::Namespace).collect()
             }
             Node::Namespace(ns) => {
-                let repos = self.repositories().await?;
+                let repos = self.meta.repositories().await?;
                 let mut out: Vec<Node> = repos
                     .iter()
                     .filter(|r| r.namespace == *ns)
@@ -772,11 +676,11 @@ impl RegistryFs {
                 out
             }
             Node::Repo(r) => {
-                self.repo_tags(r).await?;
+                self.meta.repo_tags(r).await?;
                 vec![Node::RepoImages(r.clone()), Node::Tags(r.clone())]
             }
             Node::Tags(r) => {
-                let tags = self.repo_tags(r).await?;
+                let tags = self.meta.repo_tags(r).await?;
                 if let Some(entries) = self.tag_entries(r, &tags) {
                     return Ok(entries);
                 }
@@ -785,8 +689,9 @@ impl RegistryFs {
                     .collect()
             }
             Node::RepoImages(r) => {
-                self.repo_tags(r).await?;
-                self.repo_image_list(r)
+                self.meta.repo_tags(r).await?;
+                self.meta
+                    .repo_image_list(r)
                     .await?
                     .iter()
                     .map(|id| Node::RepoImageLink(r.clone(), id.clone()))
@@ -802,7 +707,7 @@ impl RegistryFs {
                 self.pending_files(id).unwrap_or_default()
             }
             Node::Image(id) => {
-                let info = self.image(id).await?;
+                let info = self.meta.image(id).await?;
                 let mut out: Vec<Node> = ImageFile::ALL
                     .iter()
                     .map(|f| Node::ImageFile(id.clone(), *f))
@@ -868,10 +773,10 @@ impl RegistryFs {
     /// Images the mount knows of: every repository's image list, with the ancestors of those
     /// images whose ancestry has been read, and images being pushed through this mount.
     async fn known_images(&self) -> Result<BTreeSet<ImageId>> {
-        let repos = self.repositories().await?;
+        let repos = self.meta.repositories().await?;
         let lists: Vec<Arc<Vec<ImageId>>> = futures::stream::iter(repos.iter().cloned())
             .map(|r| async move {
-                match self.repo_image_list(&r).await {
+                match self.meta.repo_image_list(&r).await {
                     Ok(l) => Ok(l),
                     Err(FsError::NotFound) => Ok(Arc::new(Vec::new())),
                     Err(e) => Err(e),
@@ -884,7 +789,7 @@ impl RegistryFs {
         let mut known = listed.clone();
         // Ancestors of listed images, where their ancestry has been read: no extra requests.
         for id in &listed {
-            if let Some(ancestry) = self.ancestry.get(id) {
+            if let Some(ancestry) = self.meta.cached_ancestry(id) {
                 known.extend(ancestry.iter().cloned());
             }
         }
@@ -900,7 +805,7 @@ impl RegistryFs {
         match &node {
             Node::RepoImageLink(..) => Ok(link_target(&node)),
             Node::ParentLink(id) => {
-                let info = self.image(id).await?;
+                let info = self.meta.image(id).await?;
                 let parent = info.parent.as_ref().ok_or(FsError::NotFound)?;
                 Ok(format!("../{parent}"))
             }
@@ -922,20 +827,20 @@ impl RegistryFs {
         }
         let content = match &node {
             Node::Tag(r, t) => {
-                let tags = self.repo_tags(r).await?;
+                let tags = self.meta.repo_tags(r).await?;
                 let listed = tags.get(t).ok_or(FsError::NotFound)?;
                 Some(Bytes::from(format!("{}\n", listed.id)))
             }
-            Node::ImageFile(id, ImageFile::Json) => Some(self.image(id).await?.json.clone()),
+            Node::ImageFile(id, ImageFile::Json) => Some(self.meta.image(id).await?.json.clone()),
             Node::ImageFile(id, ImageFile::Ancestry) => {
-                let ids = self.image_ancestry(id).await?;
+                let ids = self.meta.image_ancestry(id).await?;
                 let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
                 Some(Bytes::from(text))
             }
-            Node::SearchResult(term) => Some(self.search_content(term).await?),
+            Node::SearchResult(term) => Some(self.meta.search_content(term).await?),
             Node::Errors => Some(Bytes::from(self.errors_text())),
             Node::ImageFile(id, ImageFile::Layer) => {
-                let size = self.image(id).await?.layer_size;
+                let size = self.meta.image(id).await?.layer_size;
                 return Ok(self.open_layer(ino, node.clone(), id, size).await);
             }
             _ => return Err(FsError::NotFound),
@@ -968,8 +873,10 @@ impl RegistryFs {
             let sequential = h.reads > 0
                 && offset + REORDER_SLACK >= h.last_end
                 && offset <= h.last_end + REORDER_SLACK;
-            let bs = self.blocks.block_size();
-            let max_window = MAX_WINDOW.min(self.blocks.budget() / (2 * readers)).max(bs);
+            let bs = self.layers.blocks().block_size();
+            let max_window = MAX_WINDOW
+                .min(self.layers.blocks().budget() / (2 * readers))
+                .max(bs);
             h.window = if sequential {
                 (h.window * 2).clamp(bs, max_window)
             } else {
@@ -1000,7 +907,7 @@ impl RegistryFs {
         let Node::ImageFile(id, ImageFile::Layer) = &node else {
             return Err(FsError::BadHandle);
         };
-        let layer_size = self.image(id).await?.layer_size;
+        let layer_size = self.meta.image(id).await?.layer_size;
         if offset >= layer_size || size == 0 {
             return Ok(Bytes::new());
         }
@@ -1015,73 +922,9 @@ impl RegistryFs {
                 return Ok(data);
             }
         }
-        self.read_layer(id, layer_size, offset..end, sequential, window, first)
+        self.layers
+            .read(id, layer_size, offset..end, sequential, window, first)
             .await
-    }
-
-    async fn read_layer(
-        &self,
-        id: &ImageId,
-        layer_size: u64,
-        range: std::ops::Range<u64>,
-        sequential: bool,
-        window: u64,
-        first: bool,
-    ) -> Result<Bytes> {
-        let bs = self.blocks.block_size();
-        let first_block = range.start / bs;
-        let last_block = (range.end - 1) / bs;
-        // Read ahead of a sequential reader; the window grows with each sequential read.
-        let ahead_end = (range.end + window).min(layer_size);
-        let ahead = (last_block + 1)..=(ahead_end.saturating_sub(1) / bs);
-        // A cold first read asks for exactly its bytes first, so the first byte is not held up
-        // by whole blocks; its block and the window behind it follow in the background, so
-        // these bytes end up cached too.
-        if first && !self.blocks.is_local(id, first_block) {
-            let data = self.client.layer_range(id, range).await;
-            self.prefetch(id, layer_size, first_block..=first_block);
-            self.prefetch(id, layer_size, ahead);
-            return data.map_err(FsError::from);
-        }
-        if sequential || first {
-            self.prefetch(id, layer_size, ahead);
-        }
-        if first_block == last_block {
-            let block = self
-                .blocks
-                .block(&self.client, id, layer_size, first_block)
-                .await?;
-            let start = (range.start - first_block * bs) as usize;
-            let end = (range.end - first_block * bs) as usize;
-            if sequential && end == block.len() {
-                self.blocks.consumed(id, first_block);
-            }
-            return slice(&block, start, end);
-        }
-        let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
-        for index in first_block..=last_block {
-            let block = self
-                .blocks
-                .block(&self.client, id, layer_size, index)
-                .await?;
-            let block_start = index * bs;
-            let start = range.start.max(block_start) - block_start;
-            let end = range.end.min(block_start + block.len() as u64) - block_start;
-            out.extend_from_slice(&slice(&block, start as usize, end as usize)?);
-            if sequential && end as usize == block.len() {
-                self.blocks.consumed(id, index);
-            }
-        }
-        Ok(out.freeze())
-    }
-
-    /// Starts fetching the blocks in `blocks` that are neither cached nor on their way.
-    fn prefetch(&self, id: &ImageId, layer_size: u64, blocks: std::ops::RangeInclusive<u64>) {
-        for index in blocks {
-            if !self.blocks.is_present(id, index) {
-                drop(self.blocks.block(&self.client, id, layer_size, index));
-            }
-        }
     }
 
     /// Registers an open file; returns its handle number.
@@ -1097,7 +940,7 @@ impl RegistryFs {
             self.end_layer_open(open);
             // Read whole (at least as many bytes as it has): worth keeping whole on disk.
             if let Node::ImageFile(id, ImageFile::Layer) = &handle.node {
-                let size = self.images.get(id).map_or(0, |i| i.layer_size);
+                let size = self.meta.cached_image(id).map_or(0, |i| i.layer_size);
                 if size > 0 && handle.served >= size {
                     self.complete_layer(id, size);
                 }
@@ -1113,12 +956,12 @@ impl RegistryFs {
 
     /// Bytes of layer data held in memory.
     pub fn cached_bytes(&self) -> u64 {
-        self.blocks.bytes()
+        self.layers.blocks().bytes()
     }
 
     /// Layer block fetches under way, prefetches included.
     pub fn fetches_in_flight(&self) -> usize {
-        self.blocks.fetches_in_flight()
+        self.layers.blocks().fetches_in_flight()
     }
 
     /// Bytes in the disk cache; `None` when this mount has none.
@@ -1134,15 +977,6 @@ impl RegistryFs {
             disk.flush().await;
         }
     }
-}
-
-fn slice(block: &Bytes, start: usize, end: usize) -> Result<Bytes> {
-    if start > end || end > block.len() {
-        return Err(FsError::Registry(ClientError::Protocol(
-            "layer shorter than its size".into(),
-        )));
-    }
-    Ok(block.slice(start..end))
 }
 
 fn created(info: &ImageInfo, fallback: SystemTime) -> SystemTime {

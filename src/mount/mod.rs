@@ -6,6 +6,7 @@
 //! are in [`tree`], inode identity in [`inode`], caches (one memory budget) in [`cache`], the
 //! optional disk cache in [`disk_cache`], and the one errno mapping in [`error`].
 
+pub mod backend;
 pub mod cache;
 pub mod disk_cache;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod fuse;
 pub mod inode;
 pub mod tree;
 
+pub use backend::{BackendError, RegistryBackend};
 pub use error::FsError;
 pub use fs::{FsConfig, RegistryFs};
 pub mod credentials;

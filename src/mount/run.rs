@@ -12,6 +12,8 @@ use std::time::Duration;
 use super::fs::{FsConfig, RegistryFs};
 use super::fuse::FuseAdapter;
 use crate::client::{ClientConfig, RegistryClient};
+use crate::mount::backend::RegistryBackend;
+use crate::mount::backend::embedded::EmbeddedBackend;
 use crate::server::ServeConfig;
 
 /// Everything `regfs mount` needs, validated.
@@ -266,12 +268,12 @@ pub fn check_mountpoint(path: &Path, allow_non_empty: bool) -> Result<(), MountE
 
 /// Asks the registry whether it answers and takes the client's credentials, within
 /// [`STARTUP_CHECK_TIMEOUT`] or `--timeout`, whichever is shorter.
-pub async fn check_registry(client: &RegistryClient) -> Result<(), MountError> {
-    use crate::client::ClientError;
-    let url = client.base_url().to_string();
-    match client.check_access(STARTUP_CHECK_TIMEOUT).await {
+pub async fn check_registry(registry: &dyn RegistryBackend) -> Result<(), MountError> {
+    use crate::mount::backend::BackendError as ClientError;
+    let url = registry.location().to_string();
+    match registry.check_access(STARTUP_CHECK_TIMEOUT).await {
         Ok(()) => Ok(()),
-        Err(ClientError::Unauthorized | ClientError::Forbidden) => match client.user() {
+        Err(ClientError::Unauthorized | ClientError::Forbidden) => match registry.user() {
             Some(user) => Err(MountError::CredentialsRefused {
                 url,
                 user: user.to_string(),
@@ -362,23 +364,25 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
             (Some(tx), Some(task), url, creds)
         }
     };
-    let mut client = RegistryClient::new(ClientConfig {
+    let client = RegistryClient::new(ClientConfig {
         url: url.clone(),
         credentials,
         timeout: config.timeout,
     })?;
-    if let Some(registry) = in_process {
-        // Layer bytes of the registry in this process need no trip through a socket (and on a
-        // local directory, its stored files can be handed to the kernel).
-        client = client.with_local_layers(registry);
-    }
+    // The one place the backend is chosen; everything after sees only the trait. Layer bytes
+    // of the registry in this process need no trip through a socket (and on a local
+    // directory, its stored files can be handed to the kernel).
+    let backend: Arc<dyn RegistryBackend> = match in_process {
+        Some(registry) => Arc::new(EmbeddedBackend::new(client, registry)),
+        None => Arc::new(client),
+    };
     // Checked before the URL is announced: a start that fails prints nothing on stdout.
     if config.registry.is_some() && config.check_registry {
-        check_registry(&client).await?;
+        check_registry(backend.as_ref()).await?;
     }
     announce(&url);
     if !config.check_registry || config.registry.is_none() {
-        if let Err(e) = client.ping().await {
+        if let Err(e) = backend.ping().await {
             tracing::warn!(%url, error = %e, "registry not answering yet; mounting anyway");
         }
     }
@@ -396,7 +400,7 @@ pub async fn run(config: MountConfig, announce: impl FnOnce(&str)) -> Result<(),
         }
     }
     // Off the runtime: opening a disk cache lists what it holds.
-    let fs = tokio::task::spawn_blocking(move || Arc::new(RegistryFs::new(client, fs_config)))
+    let fs = tokio::task::spawn_blocking(move || Arc::new(RegistryFs::new(backend, fs_config)))
         .await
         .map_err(|e| MountError::Mount {
             path: config.mountpoint.display().to_string(),

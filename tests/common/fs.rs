@@ -33,7 +33,7 @@ pub fn registry_fs_with_clock(
         timeout,
     })
     .unwrap();
-    RegistryFs::with_clock(client, config, clock)
+    RegistryFs::with_clock(std::sync::Arc::new(client), config, clock)
 }
 
 /// Looks up every component of `path` from the root; the root itself for "".

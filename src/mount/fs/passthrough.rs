@@ -102,7 +102,7 @@ impl RegistryFs {
         // The files the registry in this process streams from are complete and never
         // rewritten (a store renames new objects into place). Opened whether or not the kernel
         // reads it: without passthrough, `read` takes the bytes from it.
-        let stored = self.client.local_layer_file(id).await.map(Arc::new);
+        let stored = self.backend.local_layer_file(id).await.map(Arc::new);
         let whole = if self.passthrough() && !cached_open {
             match (&stored, &self.disk) {
                 (Some(file), _) => Some(file.clone()),
@@ -222,11 +222,15 @@ impl RegistryFs {
         let Ok(permit) = self.completing.clone().try_acquire_owned() else {
             return;
         };
-        let (blocks, client, id) = (self.blocks.clone(), self.client.clone(), id.clone());
+        let (blocks, backend, id) = (
+            self.layers.blocks().clone(),
+            self.backend.clone(),
+            id.clone(),
+        );
         tracing::debug!(%id, missing = missing.len(), "completing the layer on disk");
         rt.spawn(async move {
             for index in missing {
-                match blocks.block(&client, &id, layer_size, index).await {
+                match blocks.block(&backend, &id, layer_size, index).await {
                     Ok(data) => disk.store_block_waiting(&id, layer_size, index, data).await,
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "layer left incomplete on disk");

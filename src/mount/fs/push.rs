@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
-use crate::client::ClientError;
+use crate::mount::backend::BackendError;
 use crate::mount::tree::{ImageFile, Node};
 use crate::names::ImageId;
 
@@ -92,7 +92,7 @@ enum LayerState {
         tx: mpsc::Sender<Bytes>,
         digest: tokio::sync::oneshot::Receiver<Vec<u8>>,
         len: u64,
-        upload: tokio::task::JoinHandle<Result<(), ClientError>>,
+        upload: tokio::task::JoinHandle<Result<(), BackendError>>,
     },
     /// Sent; the checksum is being (or has been) confirmed.
     Sent { len: u64 },
@@ -166,11 +166,11 @@ fn parent_of(value: &serde_json::Value) -> Option<&str> {
         .filter(|p| !p.is_empty())
 }
 
-fn push_error(e: ClientError) -> FsError {
+fn push_error(e: BackendError) -> FsError {
     match e {
         // A refused checksum, or anything the registry rejects mid-push, is a failed push.
-        ClientError::Refused(msg) if msg.contains("Checksum") => {
-            FsError::Registry(ClientError::Server(400))
+        BackendError::Refused(msg) if msg.contains("Checksum") => {
+            FsError::Registry(BackendError::Server(400))
         }
         other => FsError::Registry(other),
     }
@@ -290,7 +290,7 @@ impl RegistryFs {
     /// `mkdir images/<id>`: starts a push (EEXIST for an image the registry already has).
     pub(super) async fn mkdir_image(&self, id: &ImageId, maker: Option<u32>) -> Result<Entry> {
         self.check_writable()?;
-        if self.pending_image(id) || self.image(id).await.is_ok() {
+        if self.pending_image(id) || self.meta.image(id).await.is_ok() {
             return Err(FsError::Exists);
         }
         let mut pending = PendingImage::default();
@@ -306,7 +306,7 @@ impl RegistryFs {
         let complete = !self.pending_image(id) || self.is_completed(id);
         if complete {
             // A complete image: only re-writing what it already implies is accepted.
-            self.image(id).await?;
+            self.meta.image(id).await?;
             if file != ImageFile::Ancestry {
                 return Err(FsError::NotPermitted("images are immutable"));
             }
@@ -385,10 +385,10 @@ impl RegistryFs {
                 }
             },
         );
-        let body = reqwest::Body::wrap_stream(chunks);
-        let client = self.client.clone();
+        let body: crate::mount::backend::LayerBody = Box::pin(chunks);
+        let backend = self.backend.clone();
         let id = id.clone();
-        let upload = tokio::spawn(async move { client.put_layer(&id, body).await });
+        let upload = tokio::spawn(async move { backend.put_layer(&id, body).await });
         LayerState::Streaming {
             tx,
             digest,
@@ -477,8 +477,8 @@ impl RegistryFs {
         if pushed_here {
             return Ok(());
         }
-        match self.client.ancestry(&parent).await {
-            Err(ClientError::NotFound) => Err(FsError::InvalidContent(format!(
+        match self.backend.ancestry(&parent).await {
+            Err(BackendError::NotFound) => Err(FsError::InvalidContent(format!(
                 "parent image {parent} does not exist on the registry"
             ))),
             _ => Ok(()),
@@ -560,7 +560,7 @@ impl RegistryFs {
         };
         // Waits for room in the queue: the writer goes at the upload's pace.
         if tx.send(chunk).await.is_err() {
-            return Err(FsError::Registry(ClientError::Transport(
+            return Err(FsError::Registry(BackendError::Transport(
                 "the layer upload failed".into(),
             )));
         }
@@ -672,7 +672,7 @@ impl RegistryFs {
                 return Err(FsError::Invalid("parent link and json disagree"));
             }
         }
-        self.client
+        self.backend
             .put_image_json(id, json.clone())
             .await
             .map_err(push_error)?;
@@ -728,7 +728,7 @@ impl RegistryFs {
             match fed {
                 Ok(true) => {}
                 Ok(false) => {
-                    return Err(FsError::Registry(ClientError::Protocol(
+                    return Err(FsError::Registry(BackendError::Protocol(
                         "the spooled layer could not be sent".into(),
                     )));
                 }
@@ -781,19 +781,21 @@ impl RegistryFs {
         drop(tx);
         let sent = upload
             .await
-            .map_err(|_| FsError::Registry(ClientError::Protocol("upload task failed".into())))?;
+            .map_err(|_| FsError::Registry(BackendError::Protocol("upload task failed".into())))?;
         let result = match sent {
             Ok(()) => match digest.await {
                 Ok(digest) => {
                     let checksum = format!("sha256:{}", hex::encode(digest));
-                    match self.client.put_checksum(id, &checksum).await {
+                    match self.backend.put_checksum(id, &checksum).await {
                         Ok(()) => Ok(()),
                         // A retried checksum whose first attempt went through.
-                        Err(ClientError::Conflict) if self.client.image(id).await.is_ok() => Ok(()),
+                        Err(BackendError::Conflict) if self.backend.image(id).await.is_ok() => {
+                            Ok(())
+                        }
                         Err(e) => Err(push_error(e)),
                     }
                 }
-                Err(_) => Err(FsError::Registry(ClientError::Protocol(
+                Err(_) => Err(FsError::Registry(BackendError::Protocol(
                     "the layer stream ended early".into(),
                 ))),
             },
@@ -810,8 +812,7 @@ impl RegistryFs {
                     pending.remove(id);
                 }
                 drop(pending);
-                self.images.remove(id);
-                self.ancestry.remove(id);
+                self.meta.forget_image(id);
                 let mut pushed = lock(&self.pushed);
                 if pushed.len() >= MAX_PUSHED_LISTED {
                     pushed.pop_front();
@@ -832,7 +833,7 @@ impl RegistryFs {
 
     /// The ancestry a pushed json implies: the image, then its parent's ancestry.
     async fn expected_ancestry(&self, id: &ImageId) -> Result<Vec<ImageId>> {
-        if let Ok(a) = self.client.ancestry(id).await {
+        if let Ok(a) = self.backend.ancestry(id).await {
             return Ok(a);
         }
         let json = lock(&self.pending_images)
@@ -843,7 +844,7 @@ impl RegistryFs {
         let mut out = vec![id.clone()];
         if let Some(parent) = parent_of(&value) {
             let parent: ImageId = parent.parse().map_err(|_| FsError::Invalid("bad parent"))?;
-            out.extend(self.client.ancestry(&parent).await?);
+            out.extend(self.backend.ancestry(&parent).await?);
         }
         Ok(out)
     }
@@ -892,7 +893,7 @@ impl RegistryFs {
                 "an image link points to ../../../../images/<the same id>",
             ));
         }
-        match self.image(id).await {
+        match self.meta.image(id).await {
             Err(FsError::NotFound) => {
                 return Err(FsError::InvalidContent(format!(
                     "no complete image {id} on the registry"
@@ -901,11 +902,11 @@ impl RegistryFs {
             Err(e) => return Err(e),
             Ok(_) => {}
         }
-        self.repo_tags(repo).await?;
-        self.client
+        self.meta.repo_tags(repo).await?;
+        self.backend
             .add_repo_images(repo, std::slice::from_ref(id))
             .await?;
-        self.repo_images.remove(repo);
+        self.meta.forget_repo_images(repo);
         lock(&self.unlinked_links).remove(&(repo.clone(), id.clone()));
         let ino = self.inodes.lookup(&node);
         self.stat(&node, ino).await
@@ -934,7 +935,7 @@ impl RegistryFs {
                 .get(id)
                 .and_then(|p| p.json.clone())
         } else {
-            Some(self.image(id).await?.json.clone())
+            Some(self.meta.image(id).await?.json.clone())
         };
         match json {
             Some(json) => {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Entry, FsError, Handle, Opened, RegistryFs, Result, lock};
+use crate::mount::backend::BackendError;
 use crate::mount::tree::{ImageFile, Kind, Node};
 use crate::names::{ImageId, RepoRef, Tag};
 
@@ -115,9 +116,9 @@ impl RegistryFs {
         if self.config.read_only {
             return Err(FsError::ReadOnly);
         }
-        if !self.client.has_credentials() {
+        if !self.backend.has_credentials() {
             // Known before asking: the registry would answer 401.
-            return Err(FsError::Registry(crate::client::ClientError::Unauthorized));
+            return Err(FsError::Registry(BackendError::Unauthorized));
         }
         Ok(())
     }
@@ -135,8 +136,8 @@ impl RegistryFs {
     }
 
     fn invalidate_repo(&self, repo: &RepoRef) {
-        self.tags.remove(repo);
-        self.repo_images.remove(repo);
+        self.meta.forget_tags(repo);
+        self.meta.forget_repo_images(repo);
     }
 
     /// `open` for writing: tags only.
@@ -154,7 +155,7 @@ impl RegistryFs {
         let buf = if truncate {
             Vec::new()
         } else {
-            match self.repo_tags(repo).await?.get(tag) {
+            match self.meta.repo_tags(repo).await?.get(tag) {
                 Some(listed) => format!("{}\n", listed.id).into_bytes(),
                 None => Vec::new(),
             }
@@ -213,7 +214,7 @@ impl RegistryFs {
         let Node::Tag(repo, tag) = &node else {
             return Err(FsError::Invalid("not a tag"));
         };
-        self.repo_tags(repo).await?;
+        self.meta.repo_tags(repo).await?;
         let opened =
             self.new_write_handle(node.clone(), repo.clone(), tag.clone(), Vec::new(), true);
         let ino = self.inodes.lookup(&node);
@@ -305,7 +306,7 @@ impl RegistryFs {
     /// Refuses a tag naming no complete image. Only the registry's "not found" refuses:
     /// any other failure leaves the decision to the commit at close.
     async fn check_tagged_image(&self, id: &ImageId) -> Result<()> {
-        match self.image(id).await {
+        match self.meta.image(id).await {
             Err(FsError::NotFound) => Err(FsError::InvalidContent(format!(
                 "no complete image {id} on the registry"
             ))),
@@ -430,12 +431,12 @@ impl RegistryFs {
 
     /// Sets a tag and keeps the repository's image list in step with the image's ancestry.
     async fn set_tag(&self, repo: &RepoRef, tag: &Tag, id: &ImageId) -> Result<()> {
-        let ancestry = self.client.ancestry(id).await.map_err(|e| match e {
-            crate::client::ClientError::NotFound => FsError::Invalid("no such complete image"),
+        let ancestry = self.backend.ancestry(id).await.map_err(|e| match e {
+            BackendError::NotFound => FsError::Invalid("no such complete image"),
             other => FsError::Registry(other),
         })?;
-        self.client.put_tag(repo, tag, id).await?;
-        self.client.add_repo_images(repo, &ancestry).await?;
+        self.backend.put_tag(repo, tag, id).await?;
+        self.backend.add_repo_images(repo, &ancestry).await?;
         Ok(())
     }
 
@@ -509,7 +510,7 @@ impl RegistryFs {
                 let node = parent
                     .child(name)
                     .ok_or(FsError::NotPermitted("a repository holds tags and images"))?;
-                self.repo_tags(repo).await?;
+                self.meta.repo_tags(repo).await?;
                 if let Some(f) = lock(&self.fresh_repos).get_mut(repo) {
                     f.unmade.remove(name);
                 }
@@ -523,11 +524,11 @@ impl RegistryFs {
                 lock(&self.pending_namespaces).insert(ns.clone());
             }
             Node::Repo(repo) => {
-                if self.repo_tags(repo).await.is_ok() {
+                if self.meta.repo_tags(repo).await.is_ok() {
                     return Err(FsError::Exists);
                 }
-                self.client.create_repo(repo).await?;
-                self.repos.remove(&());
+                self.backend.create_repo(repo).await?;
+                self.meta.forget_repositories();
                 self.invalidate_repo(repo);
                 lock(&self.pending_namespaces).remove(&repo.namespace);
                 if let Some(maker) = caller {
@@ -573,7 +574,7 @@ impl RegistryFs {
         match &node {
             Node::Tag(repo, tag) => {
                 self.check_writable()?;
-                let result = self.client.delete_tag(repo, tag).await;
+                let result = self.backend.delete_tag(repo, tag).await;
                 self.invalidate_repo(repo);
                 result.map_err(FsError::from)
             }
@@ -610,29 +611,30 @@ impl RegistryFs {
             Node::Repo(repo) => {
                 self.check_writable()?;
                 self.invalidate_repo(repo);
-                if !self.repo_tags(repo).await?.is_empty() {
+                if !self.meta.repo_tags(repo).await?.is_empty() {
                     return Err(FsError::NotEmpty);
                 }
-                let result = self.client.delete_repo(repo).await;
-                self.repos.remove(&());
+                let result = self.backend.delete_repo(repo).await;
+                self.meta.forget_repositories();
                 self.invalidate_repo(repo);
                 result.map_err(FsError::from)
             }
             Node::Tags(repo) => {
                 self.invalidate_repo(repo);
-                if self.repo_tags(repo).await?.is_empty() {
+                if self.meta.repo_tags(repo).await?.is_empty() {
                     Ok(())
                 } else {
                     Err(FsError::NotEmpty)
                 }
             }
             Node::RepoImages(repo) => {
-                self.repo_tags(repo).await?;
+                self.meta.repo_tags(repo).await?;
                 Ok(())
             }
             Node::Namespace(ns) => {
-                self.repos.remove(&());
+                self.meta.forget_repositories();
                 if self
+                    .meta
                     .repositories()
                     .await?
                     .iter()
@@ -695,6 +697,7 @@ impl RegistryFs {
         self.check_writable()?;
         self.invalidate_repo(from_repo);
         let id = self
+            .meta
             .repo_tags(from_repo)
             .await?
             .get(from_tag)
@@ -703,7 +706,7 @@ impl RegistryFs {
         self.set_tag(&to_repo, &to_tag, &id).await?;
         self.invalidate_repo(&to_repo);
         if (from_repo, from_tag) != (&to_repo, &to_tag) {
-            self.client.delete_tag(from_repo, from_tag).await?;
+            self.backend.delete_tag(from_repo, from_tag).await?;
         }
         self.invalidate_repo(from_repo);
         Ok(())
