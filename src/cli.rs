@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use std::os::unix::process::CommandExt;
 
@@ -16,8 +16,17 @@ use crate::server::ServeConfig;
 use crate::storage::{S3Config, StorageConfig};
 
 /// A Docker Registry v1 server, and a registry you can mount as a directory.
+///
+/// regfs serve runs a registry that docker, podman and skopeo push to and pull from over the
+/// Docker Registry v1 and Docker Hub v1 APIs, keeping its data in a directory, in S3 or in
+/// memory. regfs mount shows a registry, the embedded one or any v1 registry, as a directory
+/// tree: tags are files holding image ids, images are directories of their json, layer and
+/// ancestry, and writing a tag pushes.
+///
+/// Each command prints its URL as the first line of stdout. Errors end the command with one
+/// message on stderr and exit status 2.
 #[derive(Debug, Parser)]
-#[command(name = "regfs", version, about)]
+#[command(name = "regfs", version)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -29,9 +38,52 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry server (Docker Registry v1 + Docker Hub v1 API).
+    ///
+    /// The server listens on --listen (HTTPS with --tls-cert and --tls-key), prints its URL as
+    /// the first line of stdout, and stops cleanly on SIGINT or SIGTERM: requests in flight
+    /// finish, uploads cut off are never published.
+    ///
+    /// Every option can also come from a REGFS_* environment variable or from a TOML file
+    /// given with --config; a flag wins over the variable, and both win over the file.
     Serve(ServeArgs),
     /// Mount a registry as a directory tree (the embedded one without --registry).
+    ///
+    /// Without --registry, regfs serves its embedded registry (the server options below) and
+    /// mounts it as its administrator; with --registry, it mounts that registry as --user, or
+    /// anonymously. The mount stays in the foreground until SIGINT or SIGTERM, or until
+    /// `fusermount3 -u MOUNTPOINT`; --daemon detaches once mounted.
     Mount(MountArgs),
+    /// Print a completion script for a shell on stdout.
+    ///
+    /// bash: regfs completions bash > /etc/bash_completion.d/regfs (or
+    /// ~/.local/share/bash-completion/completions/regfs). zsh: write it as _regfs in a
+    /// directory of $fpath. fish: regfs completions fish > ~/.config/fish/completions/regfs.fish.
+    Completions(CompletionsArgs),
+    /// Print a manual page in roff on stdout, or write them all to a directory.
+    ///
+    /// `regfs man` is regfs(1); `regfs man serve` is regfs-serve(1), one page per command as
+    /// git and systemctl users know them. `regfs man --dir /usr/local/share/man/man1` writes
+    /// every page there; then `man regfs-mount` works.
+    Man(ManArgs),
+}
+
+/// Options of `regfs completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `regfs man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (regfs-COMMAND(1)); without it, regfs(1).
+    #[arg(conflicts_with = "dir")]
+    pub command: Option<String>,
+    /// Write every page (regfs.1, regfs-serve.1, ...) to this directory instead.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// What `regfs mount --help` adds after the options: the tree and the name rules.
@@ -318,9 +370,43 @@ impl TryFrom<MountArgs> for MountConfig {
     }
 }
 
+/// `regfs completions SHELL`: the script on stdout.
+pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(args.shell, &mut Cli::command(), "regfs", &mut out);
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+/// `regfs man [COMMAND]`: one page per command, named `regfs-COMMAND` as git names its pages,
+/// since one page holding both option lists would be too long to find anything in.
+pub fn man(args: &ManArgs) -> anyhow::Result<()> {
+    let mut root = Cli::command().disable_help_subcommand(true);
+    root.build();
+    if let Some(dir) = &args.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        clap_mangen::generate_to(root, dir)
+            .with_context(|| format!("cannot write pages to {}", dir.display()))?;
+        return Ok(());
+    }
+    let page = match &args.command {
+        None => root,
+        Some(name) => root.find_subcommand(name).cloned().with_context(|| {
+            let names: Vec<_> = root.get_subcommands().map(|c| c.get_name()).collect();
+            format!("no command {name:?}; commands: {}", names.join(", "))
+        })?,
+    };
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(page).render(&mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
 /// Runs the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Completions(args) => completions(&args),
+        Command::Man(args) => man(&args),
         Command::Serve(args) => serve(args.try_into()?).await,
         Command::Mount(args) => {
             let config: MountConfig = args.try_into()?;
@@ -425,7 +511,6 @@ fn announce(url: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn mount_args_validate() {
