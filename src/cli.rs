@@ -169,6 +169,10 @@ pub struct MountArgs {
 /// Options of `regfs serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Read options from this TOML file: each key is a long option without its dashes
+    /// (listen = "0.0.0.0:5000", no-signup = true); flags and REGFS_* variables win over it.
+    #[arg(long, env = "REGFS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port. The first line on stdout is the URL.
     #[arg(long, default_value = "127.0.0.1:5000", env = "REGFS_LISTEN")]
     pub listen: SocketAddr,
@@ -180,20 +184,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REGFS_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     /// S3 region (else AWS_REGION).
-    #[arg(long)]
+    #[arg(long, env = "REGFS_S3_REGION")]
     pub s3_region: Option<String>,
     /// Part size of multipart uploads to S3, in bytes.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "REGFS_S3_PART_SIZE", default_value_t = 8 * 1024 * 1024)]
     pub s3_part_size: usize,
     /// Parts of one upload sent to S3 at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "REGFS_S3_PART_CONCURRENCY", default_value_t = 4)]
     pub s3_part_concurrency: usize,
     /// Answer layer GETs with a redirect to a short-lived presigned URL of the S3 store, so
     /// clients download from it directly (needs s3:// storage reachable by the clients).
-    #[arg(long)]
+    #[arg(long, env = "REGFS_REDIRECT_LAYERS")]
     pub redirect_layers: bool,
     /// Keep everything in memory: fast, gone when the server stops. For tests and CI.
-    #[arg(long)]
+    #[arg(long, env = "REGFS_MEMORY")]
     pub memory: bool,
     /// Name of the administrator account (may write library/* and every namespace).
     #[arg(long, env = "REGFS_ADMIN_USER", requires = "admin_password")]
@@ -205,13 +209,13 @@ pub struct ServeArgs {
     #[arg(long, env = "REGFS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Lifetime of issued tokens, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, env = "REGFS_TOKEN_TTL", default_value_t = 3600)]
     pub token_ttl: u64,
     /// Refuse new account registrations (POST /v1/users answers 403).
-    #[arg(long)]
+    #[arg(long, env = "REGFS_NO_SIGNUP")]
     pub no_signup: bool,
     /// Largest layer accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "REGFS_MAX_LAYER_SIZE", default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_layer_size: u64,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "REGFS_TLS_CERT", requires = "tls_key")]
@@ -220,11 +224,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REGFS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Layer uploads in progress at once; more are answered 503 with Retry-After.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "REGFS_MAX_UPLOADS", default_value_t = 64)]
     pub max_uploads: usize,
     /// Seconds a request body may send nothing (or a client take no response bytes) before
     /// the request is cut off; an upload cut off is never published.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "REGFS_BODY_TIMEOUT", default_value_t = 60)]
     pub body_timeout: u64,
 }
 
@@ -272,8 +276,12 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 Some((user, password))
             }
             (None, Some(_)) => bail!("--admin-password needs --admin-user"),
-            _ => None,
+            (Some(_), None) => bail!("--admin-user needs --admin-password"),
+            (None, None) => None,
         };
+        if args.tls_cert.is_some() != args.tls_key.is_some() {
+            bail!("--tls-cert and --tls-key go together");
+        }
         if matches!(&args.token_secret, Some(s) if s.len() < 16) {
             bail!("--token-secret must be at least 16 characters");
         }
@@ -368,6 +376,51 @@ impl TryFrom<MountArgs> for MountConfig {
             check_registry: !args.no_check,
         })
     }
+}
+
+/// Reads the `--config` file of `serve` (or of `mount`'s embedded server) into the parsed
+/// command, for each option that `matches` shows neither on the command line nor in the
+/// environment. Returns a warning to log once logging is set up, if there is one.
+pub fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<Option<String>> {
+    let (args, sub) = match &mut cli.command {
+        Command::Serve(args) => (args, "serve"),
+        Command::Mount(args) => (&mut args.server, "mount"),
+        _ => return Ok(None),
+    };
+    let Some(path) = args.config.clone() else {
+        return Ok(None);
+    };
+    let Some(sub_matches) = matches.subcommand_matches(sub) else {
+        return Ok(None);
+    };
+    let (file, warning) = crate::config::load(&path)?;
+    let explicit = |id: &str| {
+        matches!(
+            sub_matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    if let Some(v) = file.verbose {
+        if cli_verbose_unset(matches) {
+            cli.verbose = v;
+        }
+    }
+    let args = match &mut cli.command {
+        Command::Serve(args) => args,
+        Command::Mount(args) => &mut args.server,
+        _ => return Ok(None),
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    crate::config::apply(args, file, dir, &explicit)
+        .with_context(|| format!("config file {}", path.display()))?;
+    Ok(warning)
+}
+
+fn cli_verbose_unset(matches: &clap::ArgMatches) -> bool {
+    matches.get_count("verbose") == 0
+        && matches
+            .subcommand()
+            .is_none_or(|(_, sub)| sub.get_count("verbose") == 0)
 }
 
 /// `regfs completions SHELL`: the script on stdout.

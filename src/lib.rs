@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod mount;
 pub mod names;
 pub mod oci;

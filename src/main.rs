@@ -4,11 +4,26 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = regfs::cli::Cli::parse();
+    let matches = regfs::cli::Cli::command().get_matches();
+    let mut cli = match regfs::cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The config file before logging: it may set the log level.
+    let warning = match regfs::cli::apply_config(&mut cli, &matches) {
+        Ok(warning) => warning,
+        Err(e) => {
+            eprintln!("regfs: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let log = regfs::telemetry::init(cli.verbose);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let result = run(cli);
     // Queued log lines first, so the error is the last thing printed.
     drop(log);

@@ -174,3 +174,212 @@ fn help_reads_like_a_man_page() {
     assert!(top.contains("completions") && top.contains("man"), "{top}");
     assert!(run_ok(&["mount", "--help"]).contains("--daemon detaches"));
 }
+
+/// A `regfs serve` started for a test, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    _cwd: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `regfs serve ARGS` with `env` and returns it once it printed its URL.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Server {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut server = serve_in(cwd.path(), args, env);
+    server._cwd = Some(cwd);
+    server
+}
+
+/// [`serve`] started in `cwd`.
+fn serve_in(cwd: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    use std::io::BufRead;
+    let mut cmd = regfs();
+    // Should the file's storage be ignored, the default store is a temporary one.
+    cmd.current_dir(cwd)
+        .env("XDG_DATA_HOME", cwd.join("xdg-data"))
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_string();
+    assert!(url.starts_with("http://"), "no URL: {line:?}");
+    Server {
+        child,
+        url,
+        _cwd: None,
+    }
+}
+
+/// The status code of a sign-up request (`POST /v1/users/`) to `url`.
+fn sign_up(url: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let body = r#"{"username":"newcomer","password":"secret12","email":"n@example.com"}"#;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/users/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regfs.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, path)
+}
+
+/// 127.0.0.2 and 127.0.0.3 are loopback too: the address announced shows which option won.
+const FILE: &str = "listen = \"127.0.0.2:0\"\nmemory = true\nno-signup = true\n";
+
+#[test]
+fn config_file_sets_the_listen_address_and_closes_sign_up() {
+    let (_dir, path) = config_file(FILE);
+    let server = serve(&["--config", path.to_str().unwrap()], &[]);
+    assert!(
+        server.url.starts_with("http://127.0.0.2:"),
+        "{}",
+        server.url
+    );
+    assert_eq!(sign_up(&server.url), 403, "no-signup from the file");
+    // Without the file, sign-up is open: the 403 above is the file's doing.
+    let open = serve(&["--memory", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(sign_up(&open.url), 201);
+}
+
+#[test]
+fn flags_and_environment_override_the_config_file() {
+    let (_dir, path) = config_file(FILE);
+    let config = path.to_str().unwrap();
+    let flag = serve(&["--config", config, "--listen", "127.0.0.1:0"], &[]);
+    assert!(flag.url.starts_with("http://127.0.0.1:"), "{}", flag.url);
+    let env = serve(&["--config", config], &[("REGFS_LISTEN", "127.0.0.3:0")]);
+    assert!(env.url.starts_with("http://127.0.0.3:"), "{}", env.url);
+    // The file through REGFS_CONFIG, its sign-up setting through REGFS_NO_SIGNUP.
+    let (_dir, open) = config_file("listen = \"127.0.0.2:0\"\nmemory = true\n");
+    let by_env = serve(
+        &[],
+        &[
+            ("REGFS_CONFIG", open.to_str().unwrap()),
+            ("REGFS_NO_SIGNUP", "true"),
+        ],
+    );
+    assert!(
+        by_env.url.starts_with("http://127.0.0.2:"),
+        "{}",
+        by_env.url
+    );
+    assert_eq!(sign_up(&by_env.url), 403);
+}
+
+#[test]
+fn config_file_paths_are_relative_to_the_file() {
+    let (dir, path) = config_file("listen = \"127.0.0.1:0\"\nstorage = \"data\"\n");
+    // Started elsewhere, the store still lands beside the file.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let server = serve_in(elsewhere.path(), &["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(sign_up(&server.url), 201);
+    assert!(
+        dir.path().join("data").is_dir(),
+        "store not beside the file"
+    );
+}
+
+/// The error of `regfs serve --config FILE` with `config_text` in FILE.
+fn refused(config_text: &str) -> String {
+    let (_dir, path) = config_file(config_text);
+    // In memory on a free port, should the file not be read: the server must stop by itself.
+    let child = regfs()
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .args(["--memory", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "no URL announced");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The output of `child`, which must exit within 30 s (else it is killed and the test fails).
+fn wait_bounded(mut child: std::process::Child) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn unknown_keys_and_malformed_files_are_refused_naming_line_and_key() {
+    let err = refused("memory = true\nlisten = \"127.0.0.1:0\"\nlistn = \"127.0.0.1:0\"\n");
+    assert!(err.contains("/regfs.toml:3:1:"), "{err}");
+    assert!(err.contains("`listn`"), "{err}");
+    let err = refused("memory = true\n\nmax-uploads = \n");
+    assert!(err.contains("regfs.toml:3:"), "{err}");
+    let err = refused("memory = true\nmax-uploads = \"many\"\n");
+    assert!(err.contains("regfs.toml:2:"), "{err}");
+    let err = refused("listen = \"127.0.0.1:0\"\nstorage = \"x\"\nmemory = true\n");
+    assert!(err.contains("both storage and memory"), "{err}");
+    assert!(err.contains("/regfs.toml"), "file not named: {err}");
+    let err = refused("memory = true\nadmin-user = \"admin\"\n");
+    assert!(err.contains("--admin-user needs --admin-password"), "{err}");
+    let out = regfs()
+        .args(["serve", "--config", "/nonexistent/regfs.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_world_readable_file_with_secrets_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = config_file(
+        "listen = \"127.0.0.1:0\"\nmemory = true\nadmin-user = \"admin\"\n\
+         admin-password = \"secret12\"\n",
+    );
+    let log = |mode: u32| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        // An invalid flag value after the config is read: the process stops at once.
+        let out = regfs()
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .args(["--max-uploads", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let open = log(0o644);
+    assert!(open.contains("readable by every user"), "{open}");
+    let closed = log(0o600);
+    assert!(!closed.contains("readable by every user"), "{closed}");
+}
