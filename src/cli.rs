@@ -475,7 +475,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `regfs mount --daemon`: checks the mountpoint and the registry here, where the user sees
 /// the answer, then runs the same command without `--daemon` as a detached child, passes on
 /// the URL it prints, and returns once the mount is in place (or the child failed).
-pub fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
+///
+/// `argv` is the command line as parsed (without the program name), from which the child's
+/// is made.
+pub fn daemonize(args: &MountArgs, argv: &[std::ffi::OsString]) -> anyhow::Result<()> {
     use std::io::BufRead;
     let mountpoint = args.mountpoint.as_path();
     let config = MountConfig::try_from(args.clone())?;
@@ -493,10 +496,7 @@ pub fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
             .block_on(crate::mount::run::check_registry(&client))?;
     }
     let exe = std::env::current_exe().context("cannot find the regfs executable")?;
-    let args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--daemon")
-        .collect();
+    let args: Vec<&std::ffi::OsString> = argv.iter().filter(|a| *a != "--daemon").collect();
     let mut child = std::process::Command::new(exe)
         .args(args)
         .stdin(std::process::Stdio::null())

@@ -1,4 +1,5 @@
-//! The binary among the tools around it: shell completions and manual pages.
+//! The binary among the tools around it: shell completions, manual pages, `serve --config`
+//! and the mount-helper form that mount.fuse3 runs.
 
 use std::process::{Command, Output};
 
@@ -382,4 +383,71 @@ fn a_world_readable_file_with_secrets_is_warned_about() {
     assert!(open.contains("readable by every user"), "{open}");
     let closed = log(0o600);
     assert!(!closed.contains("readable by every user"), "{closed}");
+}
+
+#[test]
+fn mount_helper_form_refuses_unknown_options_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().to_str().unwrap();
+    let out = regfs()
+        .args(["http://127.0.0.1:9", mnt, "-o", "ro,_netdev,compress=zstd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"compress=zstd\""), "{err}");
+    let out = regfs().args(["127.0.0.1:9", mnt]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SOURCE must be"));
+    // A bad value is refused as the flag's would be.
+    let out = regfs()
+        .args(["http://127.0.0.1:9", mnt, "-o", "ttl=soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
+}
+
+/// `regfs URL MOUNTPOINT -o ro,...` as mount.fuse3 runs it: returns once mounted, read-only.
+#[cfg(feature = "fuse-tests")]
+#[test]
+fn mount_helper_form_mounts_read_only_and_returns() {
+    let server = serve(&["--memory", "--listen", "127.0.0.1:0"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let child = regfs()
+        .arg(&server.url)
+        .arg(&mnt)
+        .args(["-o", "ro,_netdev,nofail,x-systemd.automount,ttl=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child);
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.contains(&"repositories".to_string()), "{names:?}");
+    let err = std::fs::create_dir(mnt.join("repositories/somebody")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("busy") && std::time::Instant::now() < deadline,
+            "fusermount3 -u: {stderr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
