@@ -74,12 +74,13 @@ pub enum HelperError {
 }
 
 /// Whether `args` (without the program name) are in the helper form: two operands first,
-/// the first not a command of regfs nor an option.
+/// the first a URL, not a command of regfs (so a mistyped command still gets clap's answer).
 pub fn is_helper_form(args: &[OsString], commands: &[&str]) -> bool {
     let operand = |a: &OsString| !a.to_string_lossy().starts_with('-');
     args.len() >= 2
         && operand(&args[0])
         && operand(&args[1])
+        && args[0].to_string_lossy().contains("://")
         && !commands.iter().any(|c| args[0] == *c)
 }
 
@@ -281,5 +282,6 @@ mod tests {
         assert!(!is_helper_form(&os(&["serve"]), &commands));
         assert!(!is_helper_form(&os(&["--help"]), &commands));
         assert!(!is_helper_form(&os(&["-v", "serve"]), &commands));
+        assert!(!is_helper_form(&os(&["serv", "/m"]), &commands), "a typo");
     }
 }

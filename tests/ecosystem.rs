@@ -396,9 +396,13 @@ fn mount_helper_form_refuses_unknown_options_by_name() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"compress=zstd\""), "{err}");
-    let out = regfs().args(["127.0.0.1:9", mnt]).output().unwrap();
+    let out = regfs().args(["ftp://127.0.0.1:9", mnt]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("SOURCE must be"));
+    // A mistyped command is not taken for a SOURCE.
+    let out = regfs().args(["serv", mnt]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
     // A bad value is refused as the flag's would be.
     let out = regfs()
         .args(["http://127.0.0.1:9", mnt, "-o", "ttl=soon"])
