@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use std::os::unix::process::CommandExt;
 
@@ -16,8 +16,17 @@ use crate::server::ServeConfig;
 use crate::storage::{S3Config, StorageConfig};
 
 /// A Docker Registry v1 server, and a registry you can mount as a directory.
+///
+/// regfs serve runs a registry that docker, podman and skopeo push to and pull from over the
+/// Docker Registry v1 and Docker Hub v1 APIs, keeping its data in a directory, in S3 or in
+/// memory. regfs mount shows a registry, the embedded one or any v1 registry, as a directory
+/// tree: tags are files holding image ids, images are directories of their json, layer and
+/// ancestry, and writing a tag pushes.
+///
+/// Each command prints its URL as the first line of stdout. Errors end the command with one
+/// message on stderr and exit status 2.
 #[derive(Debug, Parser)]
-#[command(name = "regfs", version, about)]
+#[command(name = "regfs", version)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -29,9 +38,52 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry server (Docker Registry v1 + Docker Hub v1 API).
+    ///
+    /// The server listens on --listen (HTTPS with --tls-cert and --tls-key), prints its URL as
+    /// the first line of stdout, and stops cleanly on SIGINT or SIGTERM: requests in flight
+    /// finish, uploads cut off are never published.
+    ///
+    /// Every option can also come from a REGFS_* environment variable or from a TOML file
+    /// given with --config; a flag wins over the variable, and both win over the file.
     Serve(ServeArgs),
     /// Mount a registry as a directory tree (the embedded one without --registry).
+    ///
+    /// Without --registry, regfs serves its embedded registry (the server options below) and
+    /// mounts it as its administrator; with --registry, it mounts that registry as --user, or
+    /// anonymously. The mount stays in the foreground until SIGINT or SIGTERM, or until
+    /// `fusermount3 -u MOUNTPOINT`; --daemon detaches once mounted.
     Mount(MountArgs),
+    /// Print a completion script for a shell on stdout.
+    ///
+    /// bash: regfs completions bash > /etc/bash_completion.d/regfs (or
+    /// ~/.local/share/bash-completion/completions/regfs). zsh: write it as _regfs in a
+    /// directory of $fpath. fish: regfs completions fish > ~/.config/fish/completions/regfs.fish.
+    Completions(CompletionsArgs),
+    /// Print a manual page in roff on stdout, or write them all to a directory.
+    ///
+    /// `regfs man` is regfs(1); `regfs man serve` is regfs-serve(1), one page per command as
+    /// git and systemctl users know them. `regfs man --dir /usr/local/share/man/man1` writes
+    /// every page there; then `man regfs-mount` works.
+    Man(ManArgs),
+}
+
+/// Options of `regfs completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `regfs man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (regfs-COMMAND(1)); without it, regfs(1).
+    #[arg(conflicts_with = "dir")]
+    pub command: Option<String>,
+    /// Write every page (regfs.1, regfs-serve.1, ...) to this directory instead.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// What `regfs mount --help` adds after the options: the tree and the name rules.
@@ -117,6 +169,10 @@ pub struct MountArgs {
 /// Options of `regfs serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Read options from this TOML file: each key is a long option without its dashes
+    /// (listen = "0.0.0.0:5000", no-signup = true); flags and REGFS_* variables win over it.
+    #[arg(long, env = "REGFS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port. The first line on stdout is the URL.
     #[arg(long, default_value = "127.0.0.1:5000", env = "REGFS_LISTEN")]
     pub listen: SocketAddr,
@@ -128,20 +184,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REGFS_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     /// S3 region (else AWS_REGION).
-    #[arg(long)]
+    #[arg(long, env = "REGFS_S3_REGION")]
     pub s3_region: Option<String>,
     /// Part size of multipart uploads to S3, in bytes.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "REGFS_S3_PART_SIZE", default_value_t = 8 * 1024 * 1024)]
     pub s3_part_size: usize,
     /// Parts of one upload sent to S3 at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "REGFS_S3_PART_CONCURRENCY", default_value_t = 4)]
     pub s3_part_concurrency: usize,
     /// Answer layer GETs with a redirect to a short-lived presigned URL of the S3 store, so
     /// clients download from it directly (needs s3:// storage reachable by the clients).
-    #[arg(long)]
+    #[arg(long, env = "REGFS_REDIRECT_LAYERS")]
     pub redirect_layers: bool,
     /// Keep everything in memory: fast, gone when the server stops. For tests and CI.
-    #[arg(long)]
+    #[arg(long, env = "REGFS_MEMORY")]
     pub memory: bool,
     /// Name of the administrator account (may write library/* and every namespace).
     #[arg(long, env = "REGFS_ADMIN_USER", requires = "admin_password")]
@@ -153,13 +209,13 @@ pub struct ServeArgs {
     #[arg(long, env = "REGFS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Lifetime of issued tokens, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, env = "REGFS_TOKEN_TTL", default_value_t = 3600)]
     pub token_ttl: u64,
     /// Refuse new account registrations (POST /v1/users answers 403).
-    #[arg(long)]
+    #[arg(long, env = "REGFS_NO_SIGNUP")]
     pub no_signup: bool,
     /// Largest layer accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "REGFS_MAX_LAYER_SIZE", default_value_t = 64 * 1024 * 1024 * 1024)]
     pub max_layer_size: u64,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "REGFS_TLS_CERT", requires = "tls_key")]
@@ -168,11 +224,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REGFS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Layer uploads in progress at once; more are answered 503 with Retry-After.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "REGFS_MAX_UPLOADS", default_value_t = 64)]
     pub max_uploads: usize,
     /// Seconds a request body may send nothing (or a client take no response bytes) before
     /// the request is cut off; an upload cut off is never published.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "REGFS_BODY_TIMEOUT", default_value_t = 60)]
     pub body_timeout: u64,
 }
 
@@ -220,8 +276,12 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 Some((user, password))
             }
             (None, Some(_)) => bail!("--admin-password needs --admin-user"),
-            _ => None,
+            (Some(_), None) => bail!("--admin-user needs --admin-password"),
+            (None, None) => None,
         };
+        if args.tls_cert.is_some() != args.tls_key.is_some() {
+            bail!("--tls-cert and --tls-key go together");
+        }
         if matches!(&args.token_secret, Some(s) if s.len() < 16) {
             bail!("--token-secret must be at least 16 characters");
         }
@@ -319,9 +379,88 @@ impl TryFrom<MountArgs> for MountConfig {
     }
 }
 
+/// Reads the `--config` file of `serve` (or of `mount`'s embedded server) into the parsed
+/// command, for each option that `matches` shows neither on the command line nor in the
+/// environment. Returns a warning to log once logging is set up, if there is one.
+pub fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<Option<String>> {
+    let (args, sub) = match &mut cli.command {
+        Command::Serve(args) => (args, "serve"),
+        Command::Mount(args) => (&mut args.server, "mount"),
+        _ => return Ok(None),
+    };
+    let Some(path) = args.config.clone() else {
+        return Ok(None);
+    };
+    let Some(sub_matches) = matches.subcommand_matches(sub) else {
+        return Ok(None);
+    };
+    let (file, warning) = crate::config::load(&path)?;
+    let explicit = |id: &str| {
+        matches!(
+            sub_matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    if let Some(v) = file.verbose {
+        if cli_verbose_unset(matches) {
+            cli.verbose = v;
+        }
+    }
+    let args = match &mut cli.command {
+        Command::Serve(args) => args,
+        Command::Mount(args) => &mut args.server,
+        _ => return Ok(None),
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    crate::config::apply(args, file, dir, &explicit)
+        .with_context(|| format!("config file {}", path.display()))?;
+    Ok(warning)
+}
+
+fn cli_verbose_unset(matches: &clap::ArgMatches) -> bool {
+    matches.get_count("verbose") == 0
+        && matches
+            .subcommand()
+            .is_none_or(|(_, sub)| sub.get_count("verbose") == 0)
+}
+
+/// `regfs completions SHELL`: the script on stdout.
+pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(args.shell, &mut Cli::command(), "regfs", &mut out);
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+/// `regfs man [COMMAND]`: one page per command, named `regfs-COMMAND` as git names its pages,
+/// since one page holding both option lists would be too long to find anything in.
+pub fn man(args: &ManArgs) -> anyhow::Result<()> {
+    let mut root = Cli::command().disable_help_subcommand(true);
+    root.build();
+    if let Some(dir) = &args.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        clap_mangen::generate_to(root, dir)
+            .with_context(|| format!("cannot write pages to {}", dir.display()))?;
+        return Ok(());
+    }
+    let page = match &args.command {
+        None => root,
+        Some(name) => root.find_subcommand(name).cloned().with_context(|| {
+            let names: Vec<_> = root.get_subcommands().map(|c| c.get_name()).collect();
+            format!("no command {name:?}; commands: {}", names.join(", "))
+        })?,
+    };
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(page).render(&mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
 /// Runs the parsed command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Completions(args) => completions(&args),
+        Command::Man(args) => man(&args),
         Command::Serve(args) => serve(args.try_into()?).await,
         Command::Mount(args) => {
             let config: MountConfig = args.try_into()?;
@@ -337,7 +476,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `regfs mount --daemon`: checks the mountpoint and the registry here, where the user sees
 /// the answer, then runs the same command without `--daemon` as a detached child, passes on
 /// the URL it prints, and returns once the mount is in place (or the child failed).
-pub fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
+///
+/// `argv` is the command line as parsed (without the program name), from which the child's
+/// is made.
+pub fn daemonize(args: &MountArgs, argv: &[std::ffi::OsString]) -> anyhow::Result<()> {
     use std::io::BufRead;
     let mountpoint = args.mountpoint.as_path();
     let config = MountConfig::try_from(args.clone())?;
@@ -355,10 +497,7 @@ pub fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
             .block_on(crate::mount::run::check_registry(&client))?;
     }
     let exe = std::env::current_exe().context("cannot find the regfs executable")?;
-    let args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--daemon")
-        .collect();
+    let args: Vec<&std::ffi::OsString> = argv.iter().filter(|a| *a != "--daemon").collect();
     let mut child = std::process::Command::new(exe)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -426,7 +565,6 @@ fn announce(url: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn mount_args_validate() {

@@ -9,7 +9,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod mount;
+pub mod mount_helper;
 pub mod names;
 pub mod oci;
 pub mod registry;

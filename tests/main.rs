@@ -29,6 +29,10 @@ mod storage;
 /// The built binary: arguments, start-up, the URL on stdout.
 mod cli;
 
+/// The binary among the tools around it: completions, manual pages, the config file, the
+/// mount-helper form of fstab.
+mod ecosystem;
+
 /// `kill -9` of the server binary during concurrent pushes: nothing acknowledged is lost.
 mod crash;
 
