@@ -125,6 +125,8 @@ struct Inner {
     users: users::CredentialCache,
     /// Where argon2 runs, a few at a time.
     hashing: users::HashPool,
+    /// A hash of a random password, checked for unknown users (see `authenticate`).
+    decoy_hash: tokio::sync::OnceCell<String>,
     /// Tag records by key, valid while the listed object's version is unchanged.
     tag_records: VersionedCache<repos::TagRecord>,
     /// Image-list entries by key, likewise.
@@ -218,6 +220,7 @@ impl Registry {
                 listing_scan: tokio::sync::Mutex::new(()),
                 users: users::CredentialCache::default(),
                 hashing: users::HashPool::default(),
+                decoy_hash: tokio::sync::OnceCell::new(),
                 tag_records: VersionedCache::new(65_536),
                 list_entries: VersionedCache::new(65_536),
                 json: Mutex::new(JsonCache {

@@ -177,6 +177,8 @@ impl CredentialCache {
 #[derive(Debug)]
 pub(super) struct HashPool {
     jobs: tokio::sync::mpsc::Sender<Job>,
+    /// Password verifications run, for tests that check which answers cost one.
+    verifications: std::sync::atomic::AtomicU64,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -217,7 +219,10 @@ impl HashPool {
                 tracing::error!(error = %e, "cannot start a password-hashing thread");
             }
         }
-        HashPool { jobs: tx }
+        HashPool {
+            jobs: tx,
+            verifications: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Runs `work` on one of the pool's threads, waiting for a free one; `None` if the pool is
@@ -276,6 +281,8 @@ async fn hash_password(pool: &HashPool, password: String) -> Result<String> {
 }
 
 async fn verify_password(pool: &HashPool, password: String, hash: String) -> bool {
+    pool.verifications
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     pool.run(move || {
         ARGON2_MEMORY.with(|blocks| match blocks.try_borrow_mut() {
             Ok(mut blocks) => verify_with_memory(&mut blocks, password.as_bytes(), &hash),
@@ -405,6 +412,15 @@ impl Registry {
             }
         }
         let Some(record) = self.account_record(&name).await? else {
+            // The same argon2 check as a wrong password costs, against a hash no password is
+            // known for: otherwise the answer's time would tell which users exist.
+            let pool = &self.inner.hashing;
+            let decoy = self
+                .inner
+                .decoy_hash
+                .get_or_try_init(|| hash_password(pool, hex::encode(rand::random::<[u8; 32]>())))
+                .await?;
+            verify_password(pool, password.to_string(), decoy.clone()).await;
             return Ok(None);
         };
         let cache = &self.inner.users;
@@ -541,6 +557,37 @@ mod tests {
         assert_eq!(cache.entries.lock().unwrap().len(), CACHE_ENTRIES);
         assert!(cache.hit(&format!("user{}", CACHE_ENTRIES + 9), "h", "pw", t0));
         assert!(!cache.hit("user0", "h", "pw", t0));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_the_same_check_as_a_wrong_password() {
+        let store = crate::storage::open(&crate::storage::StorageConfig::Memory).unwrap();
+        let registry = super::super::Registry::new(store, Default::default());
+        registry
+            .register("alice", "right-password", "alice@example.com")
+            .await
+            .unwrap();
+        let checks = || {
+            registry
+                .inner
+                .hashing
+                .verifications
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = checks();
+        assert_eq!(registry.authenticate("alice", "wrong").await.unwrap(), None);
+        assert_eq!(checks(), before + 1, "a wrong password is checked");
+        for unknown in ["nobody", "someone"] {
+            assert_eq!(registry.authenticate(unknown, "wrong").await.unwrap(), None);
+        }
+        assert_eq!(checks(), before + 3, "each unknown user costs a check too");
+        assert!(
+            registry
+                .authenticate("alice", "right-password")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
