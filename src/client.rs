@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 
 pub use crate::mount::backend::{BackendError as ClientError, ImageInfo, ListedTag};
-use crate::mount::backend::{LayerBody, RegistryBackend};
+use crate::mount::backend::{LayerBody, RegistryBackend, retry_range};
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::v1;
 
@@ -339,23 +339,10 @@ impl RegistryClient {
         range: Range<u64>,
         buf: Option<BytesMut>,
     ) -> Result<Bytes> {
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let deadline = Instant::now() + self.timeout;
-        let mut backoff = Duration::from_millis(50);
-        let mut buf = buf.unwrap_or_default();
-        loop {
-            let into = std::mem::take(&mut buf);
-            let got = self.http_range(id, &range, into, deadline).await;
-            match got {
-                Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                got => return got,
-            }
-        }
+        retry_range(&range, self.timeout, buf, |into, deadline| {
+            self.http_range(id, &range, into, deadline)
+        })
+        .await
     }
 
     /// One ranged GET of a layer, its body read into `into` by `deadline`. A registry that

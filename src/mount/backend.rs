@@ -61,6 +61,37 @@ impl BackendError {
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// Reads a layer range the way every backend retries it: a transient failure is tried again
+/// after a back-off (50 ms, doubling up to 2 s) while that still fits in one deadline,
+/// `timeout` from now. `attempt` reads into the buffer it is given (the caller's on the first
+/// try, so its mapped pages are reused) by the deadline it is given.
+pub(crate) async fn retry_range<F, Fut>(
+    range: &Range<u64>,
+    timeout: std::time::Duration,
+    buf: Option<BytesMut>,
+    mut attempt: F,
+) -> Result<Bytes>
+where
+    F: FnMut(BytesMut, std::time::Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<Bytes>>,
+{
+    if range.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut buf = buf.unwrap_or_default();
+    loop {
+        match attempt(std::mem::take(&mut buf), deadline).await {
+            Err(e) if e.retryable() && std::time::Instant::now() + backoff < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+            }
+            got => return got,
+        }
+    }
+}
+
 /// What the registry says of a complete image.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {

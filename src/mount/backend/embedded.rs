@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{BackendError, ImageInfo, LayerBody, ListedTag, RegistryBackend, Result};
+use super::{BackendError, ImageInfo, LayerBody, ListedTag, RegistryBackend, Result, retry_range};
 use crate::client::{RegistryClient, status_error};
 use crate::names::{ImageId, RepoRef, Tag};
 use crate::registry::{Registry, RegistryError};
@@ -126,27 +126,16 @@ impl RegistryBackend for EmbeddedBackend {
         range: Range<u64>,
         buf: Option<BytesMut>,
     ) -> Result<Bytes> {
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let deadline = Instant::now() + self.http.timeout();
-        let mut backoff = Duration::from_millis(50);
-        let mut buf = buf.unwrap_or_default();
-        loop {
-            let into = std::mem::take(&mut buf);
+        retry_range(&range, self.http.timeout(), buf, |into, deadline| {
             let left = deadline.saturating_duration_since(Instant::now());
-            let got =
-                tokio::time::timeout(left, local_range(&self.registry, id, range.clone(), into))
+            let read = local_range(&self.registry, id, range.clone(), into);
+            async move {
+                tokio::time::timeout(left, read)
                     .await
-                    .unwrap_or(Err(BackendError::Timeout));
-            match got {
-                Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                got => return got,
+                    .unwrap_or(Err(BackendError::Timeout))
             }
-        }
+        })
+        .await
     }
 
     async fn local_layer_file(&self, id: &ImageId) -> Option<std::fs::File> {
