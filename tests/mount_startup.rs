@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::common::process::{MountProcess, alive, cmdline, send_signal, wait_until};
+use crate::common::process::{
+    MountProcess, alive, cmdline, send_signal, wait_until, without_outside_config,
+};
 use crate::common::{ALICE, ALICE_PASSWORD, Image, TestServer, runtime};
 
 /// Whether something is mounted at `path` (canonical), from /proc/self/mountinfo with its
@@ -32,22 +34,10 @@ fn mount_output(mountpoint: &Path, args: &[&str], cwd: Option<&Path>) -> Output 
         .arg(mountpoint)
         .args(args)
         .env("HOME", home.path())
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap());
-    for var in [
-        "REGFS_USER",
-        "REGFS_PASSWORD",
-        "REGFS_LISTEN",
-        "REGFS_STORAGE",
-        "REGFS_ADMIN_USER",
-        "REGFS_ADMIN_PASSWORD",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_outside_config(&mut cmd);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }

@@ -327,6 +327,21 @@ pub struct MountProcess {
 }
 
 #[cfg(feature = "fuse-tests")]
+/// Clears what would configure a `regfs` process from outside its test: every `REGFS_*`
+/// variable, the data directory, Docker's config and the log filter.
+pub fn without_outside_config(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("XDG_DATA_HOME")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("RUST_LOG");
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("REGFS_") {
+            cmd.env_remove(var);
+        }
+    }
+    cmd
+}
+
+#[cfg(feature = "fuse-tests")]
 impl MountProcess {
     /// Starts `regfs mount <new dir> <args>` with `envs` and none of the variables that would
     /// configure it from outside the test, and reads the URL line.
@@ -339,21 +354,8 @@ impl MountProcess {
         cmd.arg("mount")
             .arg(&mountpoint)
             .args(args)
-            .env("HOME", home.path())
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("DOCKER_CONFIG")
-            .env_remove("RUST_LOG");
-        for var in [
-            "REGFS_USER",
-            "REGFS_PASSWORD",
-            "REGFS_LISTEN",
-            "REGFS_STORAGE",
-            "REGFS_ADMIN_USER",
-            "REGFS_ADMIN_PASSWORD",
-            "REGFS_TOKEN_SECRET",
-        ] {
-            cmd.env_remove(var);
-        }
+            .env("HOME", home.path());
+        without_outside_config(&mut cmd);
         for (k, v) in envs {
             cmd.env(k, v);
         }
