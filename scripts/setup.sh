@@ -8,6 +8,11 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# Real peers the tests meet: skopeo (a v2 client), Debian's docker-registry (the CNCF
+# distribution server 2.8, the reference v2 registry) and umoci (OCI image layouts).
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
 
 if ((${#need[@]})); then
   sudo=""
