@@ -2,6 +2,7 @@
 //! and image fixtures.
 #![allow(dead_code)]
 
+pub mod distribution;
 pub mod fs;
 pub mod mount;
 pub mod process;
